@@ -1,0 +1,1 @@
+"""Adapters: NATS, storage, CLI and the other edges of Baton."""

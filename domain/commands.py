@@ -1,0 +1,143 @@
+"""Commands and queries of the contract, as pydantic models (imperative names).
+
+Every request is validated here before anything else happens: unknown fields, wrong types,
+oversized texts and over-deep JSON are rejected with 400, before a planner is asked or a store
+touched.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from domain.ids import SESSION_ID_PATTERN
+from domain.limits import MAX_ID, MAX_NAME, MAX_TEXT, check_json_depth
+from domain.plans import Plan
+
+
+def _json_depth(value: Any) -> Any:
+    check_json_depth(value)
+    return value
+
+
+SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Json = Annotated[Any, AfterValidator(_json_depth)]
+Priority = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Command(Request):
+    """A request that changes state. ``command_id`` makes a repeat return the first reply."""
+
+    command_id: Identifier | None = None
+
+
+class CreateTask(Command):
+    task_name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+    task_instruction: Text = ""
+    session_id: SessionId | None = None
+    priority: Priority = 5
+    plan: Plan | None = None
+
+
+class StartTask(Command):
+    task_id: Identifier
+    delay_s: Annotated[float, Field(ge=0, le=366 * 24 * 3600, allow_inf_nan=False)] = 0.0
+    priority: Priority | None = None
+
+
+class NextStep(Command):
+    task_id: Identifier
+    replan: bool = False
+    plan: Plan | None = None
+
+
+class ReplanTask(Command):
+    task_id: Identifier
+    plan: Plan | None = None
+    advance_next: bool = False
+
+
+class CompleteTask(Command):
+    task_id: Identifier
+    message: Text | None = None
+
+
+class FailTask(Command):
+    task_id: Identifier
+    message: Text | None = None
+
+
+class CancelTask(Command):
+    task_id: Identifier
+    reason: Text | None = None
+
+
+class AddContext(Command):
+    task_id: Identifier
+    key: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+    value: Json = None
+
+
+class ClaimStep(Command):
+    session_id: SessionId | None = None
+    task_id: Identifier | None = None
+    worker: Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | None = None
+
+
+class CompleteStep(Command):
+    task_id: Identifier
+    step_id: Identifier
+    result: Json = None
+
+
+class FailStep(Command):
+    task_id: Identifier
+    step_id: Identifier
+    message: Text | None = None
+
+
+class SkipStep(Command):
+    task_id: Identifier
+    step_id: Identifier
+    message: Text | None = None
+
+
+class RetryStep(Command):
+    task_id: Identifier
+    step_id: Identifier
+    message: Text | None = None
+
+
+class ActiveQuery(Request):
+    session_id: SessionId
+
+
+class TaskQuery(Request):
+    task_id: Identifier
+
+
+TaskStatusName = Literal["queued", "running", "completed", "error", "cancelled"]
+
+
+class TasksQuery(Request):
+    status: TaskStatusName | None = None
+    session_id: SessionId | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    after: Annotated[str, Field(max_length=MAX_ID)] | None = None
+
+
+class QueueQuery(Request):
+    session_id: SessionId | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class HistoryQuery(Request):
+    task_id: Identifier
+    version: Annotated[int, Field(ge=1)] | None = None

@@ -1,0 +1,30 @@
+"""Size limits of requests, shared by plans and commands."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+#: Largest request body, in bytes; larger ones get 413 before being parsed.
+MAX_REQUEST_BYTES: Final = 1024 * 1024
+MAX_NAME: Final = 256
+MAX_TEXT: Final = 64 * 1024
+MAX_STEPS: Final = 1000
+MAX_ID: Final = 256
+#: Deepest nesting accepted in free-form JSON (results, context values, inputs).
+MAX_JSON_DEPTH: Final = 32
+
+
+def check_json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raises ValueError when ``value`` nests deeper than ``limit`` lists or objects."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            raise ValueError(f"nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children)

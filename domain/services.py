@@ -1,0 +1,500 @@
+"""The application service: every command of the contract, each with one handler.
+
+A command loads the aggregates it touches into a unit of work, validates, triggers events, and
+all of them are written in one ``save(...)`` (one transaction), together with the reply when the
+command carried an id. A concurrent change to the same aggregate raises IntegrityError on save;
+the command is then re-run on fresh state, or reported as a 409 after too many attempts. A
+rejected command raises before anything is saved, so it appends nothing.
+
+The service is synchronous (eventsourcing is): adapters call it from worker threads.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    OperationalError,
+    PersistenceError,
+    Transcoding,
+)
+
+from domain import commands as c
+from domain import ids
+from domain.errors import (
+    BatonError,
+    ConcurrentChange,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    StoreUnavailable,
+)
+from domain.lifecycle import STEP_HISTORY, StepStatus
+from domain.model import CommandRecord, Session, Step, Task
+from domain.plans import Plan, resolve
+from domain.views import history_entry, step_view, task_view
+
+Reply = Any
+A = TypeVar("A", bound=Aggregate)
+
+
+class Workspace(Protocol):
+    """Per-task working directories (an adapter provides the real one)."""
+
+    def path_for(self, task_id: str) -> str: ...
+
+    def create(self, task_id: str) -> None: ...
+
+    def release(self, task_id: str, status: str) -> None: ...
+
+
+class ReadyWork(Protocol):
+    """What is claimable across sessions (a projection provides it)."""
+
+    def candidate_tasks(self, session_id: str | None, limit: int) -> list[str]:
+        """Task ids holding ready or current-unclaimed steps, most urgent first."""
+        ...
+
+    def idle_status(self, session_id: str | None) -> str:
+        """``blocked``, ``failed`` or ``done`` for a scope with nothing to hand out."""
+        ...
+
+
+class StepAsDict(Transcoding):
+    type = Step
+    name = "baton_step"
+
+    def encode(self, obj: Step) -> dict[str, Any]:
+        return obj.as_dict()
+
+    def decode(self, data: dict[str, Any]) -> Step:
+        return Step.from_dict(data)
+
+
+class UnitOfWork:
+    """The aggregates one command reads and changes, and what to do once they are saved."""
+
+    def __init__(self, app: BatonApp) -> None:
+        self.app = app
+        self.loaded: dict[UUID, Aggregate] = {}
+        self.after_commit: list[Callable[[], None]] = []
+
+    def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        if aggregate_id in self.loaded:
+            return self.loaded[aggregate_id]  # type: ignore[return-value]
+        try:
+            aggregate = self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(aggregate, kind):
+            return None
+        self.loaded[aggregate_id] = aggregate
+        return aggregate
+
+    def task(self, task_id: str) -> Task:
+        task = self._get(ids.task_uuid(task_id), Task)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}")
+        return task
+
+    def session(self, session_id: str) -> Session | None:
+        return self._get(ids.session_uuid(session_id), Session)
+
+    def add(self, aggregate: Aggregate) -> None:
+        self.loaded[aggregate.id] = aggregate
+
+    def changed(self) -> list[Aggregate]:
+        return [a for a in self.loaded.values() if a.pending_events]
+
+
+def _retry_delay(attempt: int) -> float:
+    return min(0.05, 0.001 * (2**attempt)) * random.random()
+
+
+class BatonApp(Application[UUID]):
+    """Baton's application service over an event store configured from the environment."""
+
+    name = "Baton"
+    env: ClassVar[dict[str, str]] = {
+        "AGGREGATE_CACHE_MAXSIZE": "5000",
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+    }
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Task: 100, Session: 200}
+    max_attempts: int = 50
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        workspace: Workspace | None = None,
+        ready_work: ReadyWork | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(env)
+        self.workspace = workspace
+        self.ready_work = ready_work
+        self.clock = clock
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(StepAsDict())
+
+    # -- the command table --------------------------------------------------------------
+    def handle(self, command: c.Command, *, command_id: str | None = None) -> Reply:
+        """Executes ``command`` once; a repeat of ``command_id`` gets the first reply."""
+        handler = HANDLERS.get(type(command))
+        if handler is None:
+            raise InvalidRequest(f"unknown command {type(command).__name__}")
+        cid = command_id or command.command_id
+        subject = SUBJECTS[type(command)]
+        if cid:
+            record = self._record_of(cid)
+            if record is not None:
+                return record.reply
+        for attempt in range(self.max_attempts):
+            uow = UnitOfWork(self)
+            reply = handler(self, uow, command)
+            changed = uow.changed()
+            if cid:
+                changed.append(CommandRecord.create(cid, subject, reply))
+            if not changed:
+                return reply
+            try:
+                with self._store_errors():
+                    self.save(*changed)
+            except IntegrityError:
+                self._forget(uow)
+                if cid:
+                    record = self._record_of(cid)
+                    if record is not None:
+                        return record.reply
+                time.sleep(_retry_delay(attempt))
+                continue
+            for hook in uow.after_commit:
+                hook()
+            return reply
+        raise ConcurrentChange(
+            f"{type(command).__name__} kept meeting concurrent changes; nothing was applied"
+        )
+
+    @contextmanager
+    def _store_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except IntegrityError:
+            raise
+        except (OperationalError, PersistenceError) as error:
+            raise StoreUnavailable(f"the event store failed: {error}") from error
+
+    def _forget(self, uow: UnitOfWork) -> None:
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in uow.loaded:
+            try:
+                cache.get(aggregate_id, evict=True)
+            except KeyError:
+                pass
+
+    def _record_of(self, command_id: str) -> CommandRecord | None:
+        try:
+            with self._store_errors():
+                record = self.repository.get(ids.command_uuid(command_id))
+        except AggregateNotFoundError:
+            return None
+        return record if isinstance(record, CommandRecord) else None
+
+    # -- reading (the projections answer users; these serve tests and the planner) -------
+    def get_task(self, task_id: str, version: int | None = None) -> Task:
+        try:
+            with self._store_errors():
+                task = self.repository.get(ids.task_uuid(task_id), version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"no task {task_id!r}") from None
+        if not isinstance(task, Task):
+            raise NotFound(f"no task {task_id!r}")
+        if version is not None and task.version != version:
+            raise NotFound(f"task {task_id!r} has no version {version}")
+        return task
+
+    def task_view(self, task_id: str, version: int | None = None) -> dict[str, Any]:
+        return task_view(self.get_task(task_id, version))
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        self.get_task(task_id)
+        return [
+            history_entry(task_id, e)  # type: ignore[arg-type]
+            for e in self.events.get(ids.task_uuid(task_id))
+        ]
+
+    def session_state(self, session_id: str) -> Session | None:
+        try:
+            session = self.repository.get(ids.session_uuid(session_id))
+        except AggregateNotFoundError:
+            return None
+        return session if isinstance(session, Session) else None
+
+
+# -- handlers: one per command ---------------------------------------------------------------
+
+
+def _require_plan(plan: Plan | None, what: str) -> Plan:
+    if plan is None:
+        raise InvalidRequest(f"{what} needs a plan (no planner answered for it)")
+    return plan
+
+
+def _after_end(app: BatonApp, uow: UnitOfWork, task: Task) -> None:
+    """Releases an ended task from its session and starts the session's next queued task."""
+    session = uow.session(task.session_id)
+    if session is not None:
+        next_id = session.release(task.task_id)
+        if next_id is not None:
+            following = uow.task(next_id)
+            following.start()
+            following.start_first_ready()
+    if app.workspace is not None:
+        workspace, task_id, status = app.workspace, task.task_id, task.status
+        uow.after_commit.append(lambda: workspace.release(task_id, status))
+
+
+def _finish_if_done(app: BatonApp, uow: UnitOfWork, task: Task) -> bool:
+    if task.complete_if_finished():
+        _after_end(app, uow, task)
+        return True
+    return False
+
+
+def create_task(app: BatonApp, uow: UnitOfWork, cmd: c.CreateTask) -> Reply:
+    plan = _require_plan(cmd.plan, "creating a task")
+    specs = resolve(plan)
+    task_id = ids.new_task_id(cmd.task_name)
+    session_id = cmd.session_id or task_id
+    session = uow.session(session_id)
+    if session is None:
+        session = Session.create(session_id)
+        uow.add(session)
+    running = session.admit(task_id)
+    workspace = app.workspace.path_for(task_id) if app.workspace else None
+    task = Task.create(
+        task_id=task_id,
+        task_name=cmd.task_name,
+        task_instruction=cmd.task_instruction,
+        session_id=session_id,
+        priority=cmd.priority,
+        specs=specs,
+        goal=plan.goal,
+        inputs_params=plan.inputs_params,
+        context=plan.context,
+        queued=not running,
+        workspace=workspace,
+    )
+    uow.add(task)
+    if running:
+        task.start_first_ready()
+    if app.workspace is not None:
+        ws = app.workspace
+        uow.after_commit.append(lambda: ws.create(task_id))
+    return task_view(task)
+
+
+def _schedule(app: BatonApp, task: Task, step: Step, delay_s: float, priority: int | None) -> Reply:
+    trigger = task.schedule_trigger(step, app.clock() + delay_s, priority)
+    return {"status": "queued", "step": step_view(task, step), "trigger": trigger}
+
+
+def start_task(app: BatonApp, uow: UnitOfWork, cmd: c.StartTask) -> Reply:
+    task = uow.task(cmd.task_id)
+    task.require_running("start")
+    current = task.current_steps()
+    step = current[0] if current else task.start_first_ready()
+    if step is None:
+        return {"status": "no_next_step", "step": None, "trigger": None}
+    return _schedule(app, task, step, cmd.delay_s, cmd.priority)
+
+
+def _revise(task: Task, plan: Plan) -> dict[str, list[str]]:
+    history = [s.step_name for s in task.steps if s.status in {h.value for h in STEP_HISTORY}]
+    specs = resolve(plan, history=history)
+    ignored = [s.step_name for s in plan.steps if s.step_name in set(history)]
+    had_current = bool(task.current_steps())
+    diff = task.revise_plan(specs, ignored, plan.goal, plan.inputs_params)
+    if plan.context:
+        for key, value in plan.context.items():
+            task.add_context(key, value)
+    if had_current and task.running and not task.current_steps():
+        task.start_first_ready()
+    return diff
+
+
+def _advance(app: BatonApp, uow: UnitOfWork, task: Task) -> Reply:
+    task.require_running("advance")
+    current = task.current_steps()
+    if current:
+        task.complete_step(current[0])
+    if _finish_if_done(app, uow, task):
+        return {"status": "completed", "step": None, "trigger": None}
+    following = task.current_steps()
+    step = following[0] if following and not current else task.start_first_ready()
+    if step is None:
+        return {"status": "no_next_step", "step": None, "trigger": None}
+    return _schedule(app, task, step, 0.0, None)
+
+
+def next_step(app: BatonApp, uow: UnitOfWork, cmd: c.NextStep) -> Reply:
+    task = uow.task(cmd.task_id)
+    task.require_running("advance")
+    if cmd.plan is not None or cmd.replan:
+        _revise(task, _require_plan(cmd.plan, "a replan"))
+        if _finish_if_done(app, uow, task):
+            return {"status": "completed", "step": None, "trigger": None}
+    return _advance(app, uow, task)
+
+
+def replan_task(app: BatonApp, uow: UnitOfWork, cmd: c.ReplanTask) -> Reply:
+    task = uow.task(cmd.task_id)
+    task.require_not_ended("replan")
+    diff = _revise(task, _require_plan(cmd.plan, "a replan"))
+    advanced = None
+    if not _finish_if_done(app, uow, task) and cmd.advance_next:
+        advanced = _advance(app, uow, task)
+    view = task_view(task)
+    view["diff"] = diff
+    if advanced is not None:
+        view["advance"] = {"status": advanced["status"], "trigger": advanced["trigger"]}
+    return view
+
+
+def _end_task(verb: str) -> Callable[[BatonApp, UnitOfWork, Any], Reply]:
+    def handler(app: BatonApp, uow: UnitOfWork, cmd: Any) -> Reply:
+        task = uow.task(cmd.task_id)
+        task.end(verb, cmd.reason if verb == "cancel" else cmd.message)
+        _after_end(app, uow, task)
+        return task_view(task)
+
+    handler.__name__ = f"{verb}_task"
+    return handler
+
+
+def add_context(app: BatonApp, uow: UnitOfWork, cmd: c.AddContext) -> Reply:
+    task = uow.task(cmd.task_id)
+    task.add_context(cmd.key, cmd.value)
+    return task_view(task)
+
+
+def _urgency(task: Task, step: Step) -> tuple[float, int]:
+    trigger = task.trigger
+    if trigger is not None and trigger["step_id"] == step.step_id:
+        return (float(trigger["fire_at"]), step.step_index)
+    return (task.created_at, step.step_index)
+
+
+def _claimable(task: Task) -> list[Step]:
+    if not task.running:
+        return []
+    steps = [
+        s
+        for s in task.steps
+        if (s.status == StepStatus.CURRENT.value and s.claimed_by is None) or task.is_ready(s)
+    ]
+    return sorted(steps, key=lambda s: _urgency(task, s))
+
+
+def _idle_status(tasks: list[Task]) -> str:
+    live = [t for t in tasks if t.running]
+    if any(s.status == StepStatus.FAILED.value for t in live for s in t.steps):
+        return "failed"
+    if any(s.status in (StepStatus.PENDING.value, StepStatus.CURRENT.value) for t in live for s in t.steps):
+        return "blocked"
+    if any(t.status == "queued" for t in tasks):
+        return "blocked"
+    return "done"
+
+
+def claim_step(app: BatonApp, uow: UnitOfWork, cmd: c.ClaimStep) -> Reply:
+    worker = cmd.worker or "anonymous"
+    if cmd.task_id is not None:
+        scope: list[Task] = [uow.task(cmd.task_id)]
+    elif cmd.session_id is not None:
+        session = uow.session(cmd.session_id)
+        scope = [uow.task(session.running)] if session and session.running else []
+    elif app.ready_work is not None:
+        scope = [uow.task(t) for t in app.ready_work.candidate_tasks(None, 20)]
+    else:
+        raise InvalidRequest("step.claim needs a session_id or a task_id here")
+    candidates = [(task, step) for task in scope for step in _claimable(task)[:1]]
+    if candidates:
+        task, step = min(candidates, key=lambda ts: (ts[0].priority, *_urgency(*ts)))
+        if step.status == StepStatus.PENDING.value:
+            task.start_step(step)
+        task.claim(step, worker)
+        return {"step": step_view(task, step), "queue_status": "in_progress"}
+    if cmd.task_id is None and cmd.session_id is None and app.ready_work is not None:
+        status = app.ready_work.idle_status(None)
+    else:
+        status = _idle_status(scope)
+    return {"step": None, "queue_status": status}
+
+
+def _step_command(verb: str) -> Callable[[BatonApp, UnitOfWork, Any], Reply]:
+    def handler(app: BatonApp, uow: UnitOfWork, cmd: Any) -> Reply:
+        task = uow.task(cmd.task_id)
+        step = task.step(cmd.step_id)
+        if verb == "complete":
+            task.complete_step(step, cmd.result)
+        elif verb == "fail":
+            task.fail_step(step, cmd.message)
+        elif verb == "skip":
+            task.skip_step(step, cmd.message)
+        else:
+            task.retry_step(step)
+        _finish_if_done(app, uow, task)
+        return {**step_view(task, step), "task_status": task.status}
+
+    handler.__name__ = f"{verb}_step"
+    return handler
+
+
+HANDLERS: dict[type[c.Command], Callable[[BatonApp, UnitOfWork, Any], Reply]] = {
+    c.CreateTask: create_task,
+    c.StartTask: start_task,
+    c.NextStep: next_step,
+    c.ReplanTask: replan_task,
+    c.CompleteTask: _end_task("complete"),
+    c.FailTask: _end_task("fail"),
+    c.CancelTask: _end_task("cancel"),
+    c.AddContext: add_context,
+    c.ClaimStep: claim_step,
+    c.CompleteStep: _step_command("complete"),
+    c.FailStep: _step_command("fail"),
+    c.SkipStep: _step_command("skip"),
+    c.RetryStep: _step_command("retry"),
+}
+
+#: The contract's subject (after the prefix) of each command.
+SUBJECTS: dict[type[c.Command], str] = {
+    c.CreateTask: "task.create",
+    c.StartTask: "task.start",
+    c.NextStep: "task.next",
+    c.ReplanTask: "task.replan",
+    c.CompleteTask: "task.complete",
+    c.FailTask: "task.fail",
+    c.CancelTask: "task.cancel",
+    c.AddContext: "task.context",
+    c.ClaimStep: "step.claim",
+    c.CompleteStep: "step.complete",
+    c.FailStep: "step.fail",
+    c.SkipStep: "step.skip",
+    c.RetryStep: "step.retry",
+}
+
+__all__ = ["BatonApp", "BatonError", "InvalidTransition", "ReadyWork", "Workspace", "UnitOfWork"]
