@@ -1,0 +1,126 @@
+"""Configuration from the environment, and the event store settings derived from it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Baton reads from its environment."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """``BATON_NATS_URL``: where the NATS server is (``make run`` starts one when none answers)."""
+
+    data_dir: Path = Path("./var")
+    """``BATON_DATA_DIR``: the SQLite event store, views and the embedded nats-server's data."""
+
+    postgres_url: str | None = None
+    """``BATON_POSTGRES_URL``: when set, events and views live in this PostgreSQL database."""
+
+    postgres_schema: str | None = None
+    """``BATON_POSTGRES_SCHEMA``: a schema inside that database (default: the search path)."""
+
+    subject_prefix: str = "baton"
+    """``BATON_SUBJECT_PREFIX``: the first token of every subject Baton serves and publishes."""
+
+    workspace_root: Path | None = None
+    """``BATON_WORKSPACE_ROOT``: per-task working directories (default ``<data dir>/workspaces``)."""
+
+    keep_workspaces: frozenset[str] = field(default_factory=lambda: frozenset({"error", "cancelled"}))
+    """``BATON_KEEP_WORKSPACES``: comma-separated end statuses whose directory is kept."""
+
+    planner_timeout_s: float = 60.0
+    """``BATON_PLANNER_TIMEOUT_S``: how long to wait for ``baton.planner.*``."""
+
+    nats_user: str | None = None
+    """``BATON_NATS_USER`` / ``BATON_NATS_PASSWORD``: NATS user credentials."""
+
+    nats_password: str | None = None
+    nats_token: str | None = None
+    """``BATON_NATS_TOKEN``: a NATS auth token."""
+
+    nats_creds: str | None = None
+    """``BATON_NATS_CREDS``: a NATS credentials (JWT + nkey seed) file."""
+
+    nats_nkey_seed: str | None = None
+    """``BATON_NATS_NKEY_SEED``: a file holding an nkey seed."""
+
+    nats_tls_ca: str | None = None
+    """``BATON_NATS_TLS_CA``: a CA bundle to verify the NATS server's TLS certificate."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("BATON_DATA_DIR") or "./var")
+        root = env.get("BATON_WORKSPACE_ROOT")
+        keep = env.get("BATON_KEEP_WORKSPACES")
+        return cls(
+            nats_url=env.get("BATON_NATS_URL") or "nats://127.0.0.1:4222",
+            data_dir=data_dir,
+            postgres_url=env.get("BATON_POSTGRES_URL") or None,
+            postgres_schema=env.get("BATON_POSTGRES_SCHEMA") or None,
+            subject_prefix=env.get("BATON_SUBJECT_PREFIX") or "baton",
+            workspace_root=Path(root) if root else None,
+            keep_workspaces=(
+                frozenset(s.strip() for s in keep.split(",") if s.strip())
+                if keep is not None
+                else frozenset({"error", "cancelled"})
+            ),
+            planner_timeout_s=float(env.get("BATON_PLANNER_TIMEOUT_S") or 60),
+            nats_user=env.get("BATON_NATS_USER") or None,
+            nats_password=env.get("BATON_NATS_PASSWORD") or None,
+            nats_token=env.get("BATON_NATS_TOKEN") or None,
+            nats_creds=env.get("BATON_NATS_CREDS") or None,
+            nats_nkey_seed=env.get("BATON_NATS_NKEY_SEED") or None,
+            nats_tls_ca=env.get("BATON_NATS_TLS_CA") or None,
+        )
+
+    @property
+    def workspaces(self) -> Path:
+        return self.workspace_root or self.data_dir / "workspaces"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.postgres_url is not None
+
+
+def postgres_params(url: str) -> dict[str, str]:
+    """``postgresql://user:pw@host:port/db`` as eventsourcing's POSTGRES_* settings."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a PostgreSQL URL: {url!r}")
+    return {
+        "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
+        "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parsed.port or 5432),
+        "POSTGRES_USER": unquote(parsed.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+    }
+
+
+def event_store_env(settings: Settings) -> dict[str, str]:
+    """The eventsourcing environment for the application's event store."""
+    if settings.postgres_url:
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_POOL_SIZE": "5",
+            "POSTGRES_MAX_OVERFLOW": "10",
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            # Several instances may share the database: refresh cached aggregates on read.
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
+            **postgres_params(settings.postgres_url),
+        }
+        if settings.postgres_schema:
+            env["POSTGRES_SCHEMA"] = settings.postgres_schema
+        return env
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str((settings.data_dir / "events.sqlite").resolve()),
+        "SQLITE_LOCK_TIMEOUT": "10",
+    }
