@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from copy import deepcopy
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
@@ -83,18 +84,25 @@ class StepAsDict(Transcoding):
 class UnitOfWork:
     """The aggregates one command reads and changes, and what to do once they are saved."""
 
-    def __init__(self, app: BatonApp) -> None:
+    def __init__(self, app: BatonApp, staged: dict[UUID, Aggregate] | None = None) -> None:
         self.app = app
+        self.staged = staged if staged is not None else {}
         self.loaded: dict[UUID, Aggregate] = {}
         self.after_commit: list[Callable[[], None]] = []
 
     def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         if aggregate_id in self.loaded:
             return self.loaded[aggregate_id]  # type: ignore[return-value]
-        try:
-            aggregate = self.app.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
+        if aggregate_id in self.staged:
+            # Changed by an earlier command of the same group: work on a copy, so a command
+            # that fails halfway leaves the group's state as it was.
+            aggregate: Aggregate = deepcopy(self.staged[aggregate_id])
+        else:
+            try:
+                with self.app.store_errors():
+                    aggregate: Aggregate = self.app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
         if not isinstance(aggregate, kind):
             return None
         self.loaded[aggregate_id] = aggregate
@@ -117,7 +125,7 @@ class UnitOfWork:
 
 
 def _retry_delay(attempt: int) -> float:
-    return min(0.05, 0.001 * (2**attempt)) * random.random()
+    return float(min(0.05, 0.001 * (2**attempt)) * random.random())
 
 
 class BatonApp(Application[UUID]):
@@ -151,43 +159,91 @@ class BatonApp(Application[UUID]):
     # -- the command table --------------------------------------------------------------
     def handle(self, command: c.Command, *, command_id: str | None = None) -> Reply:
         """Executes ``command`` once; a repeat of ``command_id`` gets the first reply."""
-        handler = HANDLERS.get(type(command))
-        if handler is None:
-            raise InvalidRequest(f"unknown command {type(command).__name__}")
-        cid = command_id or command.command_id
-        subject = SUBJECTS[type(command)]
-        if cid:
-            record = self._record_of(cid)
-            if record is not None:
-                return record.reply
+        result = self.handle_batch([(command, command_id)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def handle_batch(
+        self, requests: Sequence[tuple[c.Command, str | None]]
+    ) -> list[Reply | BaseException]:
+        """Executes commands that arrived together as one group commit.
+
+        Each command is validated and applied in turn on the state the earlier ones left (a
+        rejected one changes nothing and gets its error); all their events are written in one
+        transaction, and a reply means that transaction committed. When the group meets a
+        concurrent change, each command is re-run alone on fresh state.
+        """
+        results = self._try_group(requests)
+        if results is None:
+            results = [self._handle_alone(command, cid) for command, cid in requests]
+        return results
+
+    def _handle_alone(self, command: c.Command, command_id: str | None) -> Reply | BaseException:
         for attempt in range(self.max_attempts):
-            uow = UnitOfWork(self)
-            reply = handler(self, uow, command)
-            changed = uow.changed()
-            if cid:
-                changed.append(CommandRecord.create(cid, subject, reply))
-            if not changed:
-                return reply
-            try:
-                with self._store_errors():
-                    self.save(*changed)
-            except IntegrityError:
-                self._forget(uow)
-                if cid:
-                    record = self._record_of(cid)
-                    if record is not None:
-                        return record.reply
-                time.sleep(_retry_delay(attempt))
-                continue
-            for hook in uow.after_commit:
-                hook()
-            return reply
-        raise ConcurrentChange(
+            results = self._try_group([(command, command_id)])
+            if results is not None:
+                return results[0]
+            time.sleep(_retry_delay(attempt))
+        return ConcurrentChange(
             f"{type(command).__name__} kept meeting concurrent changes; nothing was applied"
         )
 
+    def _try_group(
+        self, requests: Sequence[tuple[c.Command, str | None]]
+    ) -> list[Reply | BaseException] | None:
+        """One attempt at a group; None when the save met a concurrent change."""
+        results: list[Reply | BaseException] = []
+        staged: dict[UUID, Aggregate] = {}
+        replies: dict[str, Reply] = {}
+        hooks: list[Callable[[], None]] = []
+        touched: set[UUID] = set()
+        for command, command_id in requests:
+            cid = command_id or command.command_id
+            try:
+                if cid and cid in replies:
+                    results.append(replies[cid])
+                    continue
+                record = self._record_of(cid) if cid else None
+                if record is not None:
+                    results.append(record.reply)
+                    continue
+                handler = HANDLERS.get(type(command))
+                if handler is None:
+                    raise InvalidRequest(f"unknown command {type(command).__name__}")
+                uow = UnitOfWork(self, staged)
+                reply = handler(self, uow, command)
+            except BatonError as error:
+                results.append(error)
+                continue
+            except Exception as error:  # a bug: this command fails alone
+                results.append(error)
+                continue
+            touched.update(uow.loaded)
+            staged.update({a.id: a for a in uow.changed()})
+            if cid:
+                record = CommandRecord.create(cid, SUBJECTS[type(command)], reply)
+                staged[record.id] = record
+                replies[cid] = reply
+            hooks.extend(uow.after_commit)
+            results.append(reply)
+        if staged:
+            try:
+                with self.store_errors():
+                    self.save(*staged.values())
+            except IntegrityError:
+                self._forget(touched)
+                return None
+            except StoreUnavailable as error:
+                self._forget(touched)
+                return [r if isinstance(r, BaseException) else error for r in results]
+        for hook in hooks:
+            hook()
+        return results
+
     @contextmanager
-    def _store_errors(self) -> Iterator[None]:
+    def store_errors(self) -> Iterator[None]:
+        """Turns the store's operational failures into a clear 503; conflicts pass through."""
         try:
             yield
         except IntegrityError:
@@ -195,20 +251,18 @@ class BatonApp(Application[UUID]):
         except (OperationalError, PersistenceError) as error:
             raise StoreUnavailable(f"the event store failed: {error}") from error
 
-    def _forget(self, uow: UnitOfWork) -> None:
+    def _forget(self, aggregate_ids: set[UUID]) -> None:
         cache = self.repository.cache
         if cache is None:
             return
-        for aggregate_id in uow.loaded:
-            try:
+        for aggregate_id in aggregate_ids:
+            with suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
     def _record_of(self, command_id: str) -> CommandRecord | None:
         try:
-            with self._store_errors():
-                record = self.repository.get(ids.command_uuid(command_id))
+            with self.store_errors():
+                record: Aggregate = self.repository.get(ids.command_uuid(command_id))
         except AggregateNotFoundError:
             return None
         return record if isinstance(record, CommandRecord) else None
@@ -216,8 +270,8 @@ class BatonApp(Application[UUID]):
     # -- reading (the projections answer users; these serve tests and the planner) -------
     def get_task(self, task_id: str, version: int | None = None) -> Task:
         try:
-            with self._store_errors():
-                task = self.repository.get(ids.task_uuid(task_id), version=version)
+            with self.store_errors():
+                task: Aggregate = self.repository.get(ids.task_uuid(task_id), version=version)
         except AggregateNotFoundError:
             raise NotFound(f"no task {task_id!r}") from None
         if not isinstance(task, Task):
@@ -238,7 +292,7 @@ class BatonApp(Application[UUID]):
 
     def session_state(self, session_id: str) -> Session | None:
         try:
-            session = self.repository.get(ids.session_uuid(session_id))
+            session: Aggregate = self.repository.get(ids.session_uuid(session_id))
         except AggregateNotFoundError:
             return None
         return session if isinstance(session, Session) else None
@@ -413,7 +467,11 @@ def _idle_status(tasks: list[Task]) -> str:
     live = [t for t in tasks if t.running]
     if any(s.status == StepStatus.FAILED.value for t in live for s in t.steps):
         return "failed"
-    if any(s.status in (StepStatus.PENDING.value, StepStatus.CURRENT.value) for t in live for s in t.steps):
+    if any(
+        s.status in (StepStatus.PENDING.value, StepStatus.CURRENT.value)
+        for t in live
+        for s in t.steps
+    ):
         return "blocked"
     if any(t.status == "queued" for t in tasks):
         return "blocked"
