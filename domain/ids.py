@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from typing import Final
-from uuid import UUID, NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 SESSION_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
 _NAMESPACE: Final = uuid5(NAMESPACE_URL, "https://baton.invalid/ids")

@@ -7,7 +7,7 @@ aggregates never carry machine attributes and a state only changes through a rec
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Final
 
 from transitions import Machine, MachineError
@@ -15,7 +15,7 @@ from transitions import Machine, MachineError
 from domain.errors import InvalidTransition
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     PENDING = "pending"
     CURRENT = "current"
     COMPLETED = "completed"
@@ -24,7 +24,7 @@ class StepStatus(str, Enum):
     CANCELLED = "cancelled"
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as BaseSnapshot
 from eventsourcing.utils import register_topic
 
 from domain import ids
@@ -57,7 +58,15 @@ class Step:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:
-        return cls(**data)
+        # Copies the mutable fields: an event's record must never alias live state, or a later
+        # change of the step in the same unit of work would rewrite the event before it is saved.
+        return cls(
+            **{
+                **data,
+                "depends_on": list(data.get("depends_on") or ()),
+                "context": dict(data.get("context") or {}),
+            }
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,8 +226,12 @@ class Task(Aggregate):
                 step.action_instruction = record["action_instruction"]
                 step.validation_instruction = record["validation_instruction"]
                 step.depends_on = list(record["depends_on"])
+                task.inherit_results(step)
             for record in self.added:
-                task.steps.append(Step.from_dict(record))
+                step = Step.from_dict(record)
+                step.context.update(task.context)
+                task.steps.append(step)
+                task.inherit_results(step)
             if self.goal is not None:
                 task.goal = self.goal
             if self.inputs_params is not None:
@@ -246,7 +259,7 @@ class Task(Aggregate):
             task.message = self.message
             task.ended_at = self.timestamp.timestamp()
 
-    class Snapshot(Snapshot):
+    class Snapshot(BaseSnapshot):
         TOPIC = "baton:Task.Snapshot"
 
     # -- state --------------------------------------------------------------------------
@@ -365,6 +378,18 @@ class Task(Aggregate):
             and self.dependencies_satisfied(step)
         )
 
+    def inherit_results(self, step: Step) -> None:
+        """Puts the results of ``step``'s completed dependencies into its context, as
+        StepCompleted does for the dependents a step has when it completes."""
+        for name in step.depends_on:
+            dependency = self.step_named(name)
+            if (
+                dependency is not None
+                and dependency.status == StepStatus.COMPLETED.value
+                and dependency.result is not None
+            ):
+                step.context[name] = dependency.result
+
     def current_steps(self) -> list[Step]:
         return [s for s in self.steps if s.status == StepStatus.CURRENT.value]
 
@@ -469,7 +494,8 @@ class Task(Aggregate):
             self.StepSkipped,
             step_id=step.step_id,
             message=message,
-            display_message=f"Step {step.step_name!r} skipped" + (f": {message}" if message else ""),
+            display_message=f"Step {step.step_name!r} skipped"
+            + (f": {message}" if message else ""),
         )
 
     def retry_step(self, step: Step) -> None:
@@ -488,13 +514,16 @@ class Task(Aggregate):
             self.StepCancelled,
             step_id=step.step_id,
             reason=reason,
-            display_message=f"Step {step.step_name!r} cancelled" + (f": {reason}" if reason else ""),
+            display_message=f"Step {step.step_name!r} cancelled"
+            + (f": {reason}" if reason else ""),
         )
 
     def schedule_trigger(self, step: Step, fire_at: float, priority: int | None) -> dict[str, Any]:
         """Schedules a trigger for the current ``step``, replacing the pending one."""
         if step.status != StepStatus.CURRENT.value:
-            raise InvalidTransition(f"cannot schedule a trigger for {step.label}: it is {step.status}")
+            raise InvalidTransition(
+                f"cannot schedule a trigger for {step.label}: it is {step.status}"
+            )
         if self.trigger is not None:
             self.withdraw_trigger("replaced by a newer trigger")
         trigger = {
@@ -504,7 +533,9 @@ class Task(Aggregate):
             "session_id": self.session_id,
             "fire_at": fire_at,
             "priority": self.priority if priority is None else priority,
-            "next_action_description": step.action_instruction or step.description or step.step_name,
+            "next_action_description": step.action_instruction
+            or step.description
+            or step.step_name,
             "payload": {
                 "parent_action_id": step.parent_action_id,
                 "step_name": step.step_name,
@@ -539,7 +570,7 @@ class Task(Aggregate):
         )
 
     def end(self, verb: str, message: str | None) -> None:
-        """Ends the task (``complete``, ``fail`` or ``cancel``) with its steps as the contract says."""
+        """Ends the task (``complete``, ``fail`` or ``cancel``), its steps as the contract says."""
         status = TASK_LIFECYCLE.check(verb, self.status, self.label)
         self.withdraw_trigger(f"the task ended ({status})")
         for step in self.current_steps():
@@ -641,7 +672,8 @@ class Task(Aggregate):
             removed=removed,
             goal=goal,
             inputs_params=inputs_params,
-            display_message="Plan revised: " + ("; ".join(parts) if parts else "no change")
+            display_message="Plan revised: "
+            + ("; ".join(parts) if parts else "no change")
             + (f" (ignored finished {', '.join(ignored)})" if ignored else ""),
         )
         for name in removed:
@@ -688,7 +720,7 @@ class Session(Aggregate):
             if self.task_id in session.queue:
                 session.queue.remove(self.task_id)
 
-    class Snapshot(Snapshot):
+    class Snapshot(BaseSnapshot):
         TOPIC = "baton:Session.Snapshot"
 
     def __init__(self, session_id: str) -> None:

@@ -124,7 +124,9 @@ def resolve(plan: Plan, history: Iterable[str] = ()) -> list[StepSpec]:
                 f"{'s' if len(dangling) > 1 else ''} {', '.join(map(repr, dangling))}",
                 details={"step_name": spec.step_name, "unknown": dangling},
             )
-    cycle = find_cycle({s.step_name: s.depends_on for s in specs if s.step_name not in known_history})
+    cycle = find_cycle(
+        {s.step_name: s.depends_on for s in specs if s.step_name not in known_history}
+    )
     if cycle:
         raise InvalidPlan(
             f"the plan has a dependency cycle: {' -> '.join(cycle)}", details={"cycle": cycle}

@@ -26,7 +26,8 @@ def step_view(task: Task, step: Step) -> dict[str, Any]:
         "depends_on": list(step.depends_on),
         "status": step.status,
         "ready": task.is_ready(step),
-        "blocked": step.status == StepStatus.PENDING.value and not task.dependencies_satisfied(step),
+        "blocked": step.status == StepStatus.PENDING.value
+        and not task.dependencies_satisfied(step),
         "attempts": step.attempts,
         "context": dict(step.context),
         "parent_action_id": step.parent_action_id,

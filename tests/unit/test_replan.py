@@ -1,0 +1,130 @@
+"""task.replan (and task.next with a plan): history kept, steps matched by name, a diff."""
+
+from __future__ import annotations
+
+from domain import commands as c
+from domain.errors import InvalidPlan, InvalidTransition
+from tests.unit.support import create, graph, seq, sid, statuses, step
+
+
+def replan(app, task_id, plan, **kw):
+    return app.handle(c.ReplanTask(task_id=task_id, plan=plan, **kw))
+
+
+def test_replan_keeps_unchanged_steps_changes_edited_ones_and_adds_new_ones(app):
+    view = create(app, seq("a", "b", "c"))
+    plan = seq("a", "b", "c", "d")
+    plan["steps"][2]["description"] = "do c differently"
+    reply = replan(app, view["task_id"], plan)
+    assert reply["diff"] == {"added": ["d"], "changed": ["c"], "removed": []}
+    assert step(reply, "c")["description"] == "do c differently"
+    assert step(reply, "c")["step_id"] == sid(view, "c")
+    assert statuses(reply) == {"a": "current", "b": "pending", "c": "pending", "d": "pending"}
+    assert step(reply, "d")["depends_on"] == ["c"]
+
+
+def test_replan_cancels_removed_steps(app):
+    view = create(app, seq("a", "b", "c"))
+    reply = replan(app, view["task_id"], seq("a", "c"))
+    assert reply["diff"] == {"added": [], "changed": ["c"], "removed": ["b"]}
+    assert statuses(reply) == {"a": "current", "b": "cancelled", "c": "pending"}
+    assert step(reply, "c")["depends_on"] == ["a"]
+
+
+def test_replan_keeps_terminal_steps_as_history_and_ignores_new_steps_named_like_them(app):
+    view = create(app, seq("a", "b", "c"))
+    app.handle(c.NextStep(task_id=view["task_id"]))
+    plan = {"steps": [{"step_name": "a", "description": "again?"}, {"step_name": "x"}]}
+    plan["steps"][1]["depends_on"] = ["a"]
+    plan["steps"][0]["depends_on"] = []
+    reply = replan(app, view["task_id"], plan)
+    assert step(reply, "a")["status"] == "completed"
+    assert step(reply, "a")["description"] == "do a"
+    assert reply["diff"] == {"added": ["x"], "changed": [], "removed": ["b", "c"]}
+    assert [s["step_name"] for s in reply["steps"]] == ["a", "b", "c", "x"]
+    revised = [e for e in app.history(view["task_id"]) if e["type"] == "PlanRevised"][0]
+    assert "ignored" in revised["display_message"]
+
+
+def test_a_new_step_may_depend_on_a_history_step(app):
+    view = create(app, seq("a", "b"))
+    app.handle(c.NextStep(task_id=view["task_id"]))
+    reply = replan(app, view["task_id"], graph(b=["a"], z=["a"]))
+    assert step(reply, "z")["ready"] is True
+    assert reply["diff"]["added"] == ["z"]
+
+
+def test_replan_removing_the_current_step_cancels_it_and_makes_the_next_ready_step_current(app):
+    view = create(app, seq("a", "b", "c"))
+    app.handle(c.StartTask(task_id=view["task_id"]))
+    reply = replan(app, view["task_id"], seq("b", "c"))
+    assert statuses(reply) == {"a": "cancelled", "b": "current", "c": "pending"}
+    assert "trigger" not in reply
+    assert reply["diff"]["removed"] == ["a"]
+
+
+def test_replan_with_advance_next_advances_as_next_does(app):
+    view = create(app, seq("a", "b"))
+    reply = replan(app, view["task_id"], seq("a", "b", "c"), advance_next=True)
+    assert statuses(reply) == {"a": "completed", "b": "current", "c": "pending"}
+    assert reply["trigger"]["step_id"] == sid(view, "b")
+    assert reply["diff"]["added"] == ["c"]
+
+
+def test_next_with_a_plan_revises_the_plan_first(app):
+    view = create(app, seq("a", "b"))
+    reply = app.handle(c.NextStep(task_id=view["task_id"], plan=seq("a", "z")))
+    assert reply["status"] == "queued" and reply["step"]["step_name"] == "z"
+    assert statuses(app.task_view(view["task_id"])) == {
+        "a": "completed",
+        "b": "cancelled",
+        "z": "current",
+    }
+
+
+def test_a_replan_that_leaves_nothing_to_do_completes_the_task(app):
+    view = create(app, seq("a", "b"))
+    app.handle(c.CompleteStep(task_id=view["task_id"], step_id=sid(view, "a")))
+    reply = replan(app, view["task_id"], seq("a"))
+    assert reply["status"] == "completed"
+    assert statuses(reply) == {"a": "completed", "b": "cancelled"}
+
+
+def test_an_invalid_replan_changes_nothing(app, rejected):
+    view = create(app, seq("a", "b"))
+    with rejected(InvalidPlan, 400):
+        replan(app, view["task_id"], graph(a=["b"], b=["a"]))
+    with rejected(InvalidPlan, 400):
+        replan(app, view["task_id"], graph(a=[], b=["gone"]))
+    assert app.task_view(view["task_id"])["version"] == view["version"]
+
+
+def test_a_replan_may_not_make_the_current_step_wait_on_an_unfinished_one(app, rejected):
+    view = create(app, seq("a", "b"))
+    with rejected(InvalidPlan, 400):
+        replan(app, view["task_id"], seq("new", "a", "b"))
+
+
+def test_replan_of_an_ended_task_is_409(app, rejected):
+    view = create(app, seq("a"))
+    app.handle(c.CancelTask(task_id=view["task_id"]))
+    with rejected(InvalidTransition, 409):
+        replan(app, view["task_id"], seq("a", "b"))
+
+
+def test_the_plan_revision_is_recorded_with_its_diff(app):
+    view = create(app, seq("a", "b"))
+    replan(app, view["task_id"], seq("a", "c"))
+    revised = [e for e in app.history(view["task_id"]) if e["type"] == "PlanRevised"]
+    assert len(revised) == 1
+    assert revised[0]["data"]["removed"] == ["b"]
+    assert [r["step_name"] for r in revised[0]["data"]["added"]] == ["c"]
+
+
+def test_a_replan_can_revise_goal_inputs_and_context(app):
+    view = create(app, seq("a"))
+    reply = replan(
+        app, view["task_id"], seq("a", "b", goal="g2", inputs_params={"x": 1}, context={"k": 2})
+    )
+    assert (reply["goal"], reply["inputs_params"], reply["context"]) == ("g2", {"x": 1}, {"k": 2})
+    assert all(s["context"].get("k") == 2 for s in reply["steps"])

@@ -1,0 +1,123 @@
+"""task.start and task.next: triggers, advancing, and the end of a plan."""
+
+from __future__ import annotations
+
+from domain import commands as c
+from domain.errors import InvalidTransition, NotFound
+from tests.unit.support import create, graph, seq, sid, statuses, step
+
+
+def test_start_schedules_a_trigger_for_the_current_step(app, clock):
+    view = create(app, seq("a", "b"), session_id="s1", priority=3)
+    reply = app.handle(c.StartTask(task_id=view["task_id"], delay_s=30))
+    assert reply["status"] == "queued"
+    assert reply["step"]["step_name"] == "a"
+    trigger = reply["trigger"]
+    assert trigger["task_id"] == view["task_id"]
+    assert trigger["step_id"] == sid(view, "a")
+    assert trigger["session_id"] == "s1"
+    assert trigger["fire_at"] == clock.now + 30
+    assert trigger["priority"] == 3
+    assert trigger["payload"]["parent_action_id"] == reply["step"]["parent_action_id"]
+    assert trigger["next_action_description"] == "do a"
+    assert app.task_view(view["task_id"])["trigger"] == trigger
+
+
+def test_start_with_a_priority_gives_the_trigger_that_priority(app):
+    view = create(app, seq("a"))
+    assert app.handle(c.StartTask(task_id=view["task_id"], priority=0))["trigger"]["priority"] == 0
+
+
+def test_a_newer_trigger_replaces_the_pending_one(app):
+    view = create(app, seq("a"))
+    first = app.handle(c.StartTask(task_id=view["task_id"]))["trigger"]
+    second = app.handle(c.StartTask(task_id=view["task_id"], delay_s=5))["trigger"]
+    assert first["trigger_id"] != second["trigger_id"]
+    assert app.task_view(view["task_id"])["trigger"]["trigger_id"] == second["trigger_id"]
+    withdrawn = [e for e in app.history(view["task_id"]) if e["type"] == "TriggerWithdrawn"]
+    assert [e["data"]["trigger_id"] for e in withdrawn] == [first["trigger_id"]]
+
+
+def test_start_makes_the_first_ready_step_current_when_none_is(app):
+    view = create(app, graph(a=[], b=[]))
+    app.handle(c.CompleteStep(task_id=view["task_id"], step_id=sid(view, "a")))
+    reply = app.handle(c.StartTask(task_id=view["task_id"]))
+    assert reply["step"]["step_name"] == "b"
+    assert reply["step"]["status"] == "current"
+
+
+def test_next_completes_the_current_step_and_makes_the_next_one_current_with_a_trigger(app):
+    view = create(app, seq("a", "b", "c"))
+    reply = app.handle(c.NextStep(task_id=view["task_id"]))
+    assert reply["status"] == "queued"
+    assert reply["step"]["step_name"] == "b"
+    assert reply["trigger"]["step_id"] == sid(view, "b")
+    after = app.task_view(view["task_id"])
+    assert statuses(after) == {"a": "completed", "b": "current", "c": "pending"}
+    assert after["trigger"]["step_id"] == sid(view, "b")
+
+
+def test_next_replaces_the_trigger_of_the_completed_step(app):
+    view = create(app, seq("a", "b"))
+    first = app.handle(c.StartTask(task_id=view["task_id"]))["trigger"]
+    second = app.handle(c.NextStep(task_id=view["task_id"]))["trigger"]
+    assert app.task_view(view["task_id"])["trigger"] == second
+    withdrawn = [e for e in app.history(view["task_id"]) if e["type"] == "TriggerWithdrawn"]
+    assert [e["data"]["trigger_id"] for e in withdrawn] == [first["trigger_id"]]
+
+
+def test_next_on_the_last_step_completes_the_task(app):
+    view = create(app, seq("a", "b"))
+    app.handle(c.NextStep(task_id=view["task_id"]))
+    reply = app.handle(c.NextStep(task_id=view["task_id"]))
+    assert reply["status"] == "completed"
+    after = app.task_view(view["task_id"])
+    assert after["status"] == "completed"
+    assert statuses(after) == {"a": "completed", "b": "completed"}
+    assert "trigger" not in after
+
+
+def test_next_says_no_next_step_when_a_failed_step_blocks_the_rest(app):
+    view = create(app, seq("a", "b"))
+    app.handle(c.FailStep(task_id=view["task_id"], step_id=sid(view, "a"), message="boom"))
+    reply = app.handle(c.NextStep(task_id=view["task_id"]))
+    assert reply["status"] == "no_next_step"
+    assert app.task_view(view["task_id"])["status"] == "running"
+
+
+def test_next_in_a_graph_starts_the_first_ready_step_in_plan_order(app):
+    view = create(app, graph(a=[], b=["a"], c=[]))
+    reply = app.handle(c.NextStep(task_id=view["task_id"]))
+    assert reply["step"]["step_name"] == "b"
+    assert step(app.task_view(view["task_id"]), "c")["ready"] is True
+
+
+def test_next_and_start_on_a_task_that_is_not_running_are_409(app, rejected):
+    running = create(app, seq("a"), session_id="s")
+    queued = create(app, seq("a"), session_id="s")
+    ended = create(app, seq("a"))
+    app.handle(c.CancelTask(task_id=ended["task_id"]))
+    for task in (queued, ended):
+        with rejected(InvalidTransition, 409):
+            app.handle(c.NextStep(task_id=task["task_id"]))
+        with rejected(InvalidTransition, 409):
+            app.handle(c.StartTask(task_id=task["task_id"]))
+    assert app.task_view(running["task_id"])["status"] == "running"
+
+
+def test_commands_on_an_unknown_task_are_404(app, rejected):
+    with rejected(NotFound, 404):
+        app.handle(c.NextStep(task_id="nope-00000000"))
+    with rejected(NotFound, 404):
+        app.handle(c.StartTask(task_id="nope-00000000"))
+
+
+def test_attempts_count_the_times_a_step_became_current(app):
+    view = create(app, seq("a", "b"))
+    task_id, a = view["task_id"], sid(view, "a")
+    app.handle(c.FailStep(task_id=task_id, step_id=a))
+    app.handle(c.RetryStep(task_id=task_id, step_id=a))
+    assert step(app.task_view(task_id), "a")["attempts"] == 1
+    app.handle(c.StartTask(task_id=task_id))
+    assert step(app.task_view(task_id), "a")["attempts"] == 2
+    assert step(app.task_view(task_id), "a")["status"] == "current"
