@@ -100,7 +100,7 @@ class UnitOfWork:
         else:
             try:
                 with self.app.store_errors():
-                    aggregate: Aggregate = self.app.repository.get(aggregate_id)
+                    aggregate = self.app.repository.get(aggregate_id)
             except AggregateNotFoundError:
                 return None
         if not isinstance(aggregate, kind):
