@@ -1,0 +1,96 @@
+"""The wire format of Baton's NATS service: subjects, request models, replies and error replies.
+
+Shared by the service (which answers) and the client (which asks), so both read the same table.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from domain import commands as c
+from domain.errors import BatonError, InvalidRequest, TooLarge
+from domain.limits import MAX_REQUEST_BYTES
+from domain.services import SUBJECTS
+
+M = TypeVar("M", bound=BaseModel)
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+ERROR_HEADER: Final = "Nats-Service-Error"
+ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
+
+#: Subject (after the prefix) of each command, from the domain's table.
+COMMANDS: Final[dict[str, type[c.Command]]] = {
+    subject: model for model, subject in SUBJECTS.items()
+}
+
+#: Subject (after the prefix) of each query.
+QUERIES: Final[dict[str, type[c.Request]]] = {
+    "query.active": c.ActiveQuery,
+    "query.task": c.TaskQuery,
+    "query.tasks": c.TasksQuery,
+    "query.queue": c.QueueQuery,
+    "query.history": c.HistoryQuery,
+}
+
+PLANNER_PLAN: Final = "planner.plan"
+PLANNER_REPLAN: Final = "planner.replan"
+
+
+def endpoint_name(subject: str) -> str:
+    """The micro endpoint name of a subject: ``task.create`` -> ``task-create``."""
+    return subject.replace(".", "-")
+
+
+def encode(value: Any) -> bytes:
+    """Compact JSON, as every reply is sent."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(body)"
+
+
+def summarise(error: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors, without the offending input (which may be large), as JSON."""
+    return [
+        {"loc": _location(e["loc"]), "type": e["type"], "msg": e["msg"]}
+        for e in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def parse(model: type[M], body: bytes) -> M:
+    """Validates a request body: 413 above the size limit (before parsing), else 400 on
+    anything pydantic rejects (not JSON, not an object, unknown fields, wrong types)."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise TooLarge(
+            f"the request is {len(body)} bytes; the limit is {MAX_REQUEST_BYTES}",
+            details={"size": len(body), "limit": MAX_REQUEST_BYTES},
+        )
+    if not body.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        problems = summarise(error)
+        first = problems[0]
+        if first["type"] == "json_invalid":
+            message = f"the request is not valid JSON: {first['msg']}"
+        else:
+            shown = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems[:3])
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            message = f"invalid request: {shown}{more}"
+        raise InvalidRequest(message, details={"errors": problems}) from None
+
+
+def error_body(error: BatonError) -> bytes:
+    """``{"error": {code, reason, message, details?}}``."""
+    return encode({"error": error.to_dict()})
+
+
+def error_headers(error: BatonError) -> dict[str, str]:
+    """The micro error headers; the text is one line (a header value cannot hold newlines)."""
+    text = " ".join(error.message.split())
+    return {ERROR_HEADER: text, ERROR_CODE_HEADER: str(error.code)}

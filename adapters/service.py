@@ -1,0 +1,317 @@
+"""Baton's NATS micro service: one endpoint per command and query of the contract.
+
+Each request is checked (size, then pydantic) before anything else happens, then run on a
+thread pool: the event store and the projections are synchronous, and the event loop must keep
+serving other requests meanwhile. The endpoint handler only hands the request to a task, so
+requests on one subject (commands for different tasks) are processed concurrently; a semaphore
+bounds how many are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from adapters.messages import (
+    COMMANDS,
+    MSG_ID_HEADER,
+    QUERIES,
+    encode,
+    endpoint_name,
+    error_body,
+    error_headers,
+    parse,
+)
+from adapters.planner import NatsPlanner
+from domain import commands as c
+from domain.errors import BatonError
+from domain.services import BatonApp
+from domain.views import task_view
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "baton"
+QUEUE_GROUP = "baton"
+
+T = TypeVar("T")
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("baton")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Queries(Protocol):
+    """The read side the service answers queries from (``projections.Projections``)."""
+
+    def catch_up(self) -> int: ...
+
+    def active(self, session_id: str) -> dict[str, Any] | None: ...
+
+    def task(self, task_id: str) -> dict[str, Any]: ...
+
+    def tasks(
+        self, status: str | None, session_id: str | None, limit: int, after: str | None
+    ) -> dict[str, Any]: ...
+
+    def queue(self, session_id: str | None, limit: int) -> dict[str, Any]: ...
+
+    def history(self, task_id: str, version: int | None = None) -> dict[str, Any]: ...
+
+
+class GroupCommitter:
+    """Applies commands in groups: whatever arrived while the previous group was being saved
+    goes into the next transaction (``BatonApp.handle_batch``), so commands for different tasks
+    proceed together and the store sees one write per group rather than one per command."""
+
+    def __init__(
+        self, app: BatonApp, executor: Executor, *, writers: int = 1, max_group: int = 256
+    ) -> None:
+        self.app = app
+        self.executor = executor
+        self.writers = writers
+        self.max_group = max_group
+        self._queue: asyncio.Queue[tuple[c.Command, str | None, asyncio.Future[Any]]] = (
+            asyncio.Queue()
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._write()) for _ in range(self.writers)]
+
+    async def stop(self) -> None:
+        """Stops the writers; call once nothing is submitted any more."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def submit(self, command: c.Command, command_id: str | None) -> Any:
+        """The reply to ``command`` once its group committed; raises its error."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put((command, command_id, future))
+        return await future
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self.max_group and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            requests = [(command, cid) for command, cid, _ in group]
+            try:
+                results = await loop.run_in_executor(self.executor, self.app.handle_batch, requests)
+            except asyncio.CancelledError:
+                for _, _, future in group:
+                    if not future.done():
+                        future.set_exception(BatonError("the service stopped"))
+                raise
+            except Exception as error:  # the whole group failed: each command gets the error
+                results = [error] * len(group)
+            for (_, _, future), result in zip(group, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+class InternalError(BatonError):
+    """An unexpected exception: a bug (500). The traceback is in the service's log."""
+
+
+class BatonService:
+    """Serves every subject of the contract under ``prefix`` as the micro service ``baton``."""
+
+    def __init__(
+        self,
+        nc: Client,
+        app: BatonApp,
+        queries: Queries,
+        *,
+        prefix: str = "baton",
+        planner: NatsPlanner | None = None,
+        executor: Executor | None = None,
+        on_change: Iterable[Callable[[], None]] = (),
+        max_in_flight: int = 512,
+        writers: int = 1,
+    ) -> None:
+        self.nc = nc
+        self.app = app
+        self.queries = queries
+        self.prefix = prefix
+        self.planner = planner or NatsPlanner(nc, prefix)
+        self._own_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(8, thread_name_prefix="baton-service")
+        self.on_change = list(on_change)
+        self.committer = GroupCommitter(app, self.executor, writers=writers)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._catch_up_lock = threading.Lock()
+        self.service: Service | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribes every endpoint (queue group ``baton``) and the ``$SRV`` verbs."""
+        service = await add_service(
+            self.nc,
+            name=SERVICE_NAME,
+            version=package_version(),
+            description="Baton: task and step lifecycles for agents",
+            queue_group=QUEUE_GROUP,
+            metadata={"prefix": self.prefix},
+        )
+        self.service = service
+        self.committer.start()
+        endpoints = [(s, "command") for s in COMMANDS] + [(s, "query") for s in QUERIES]
+        for subject, kind in endpoints:
+            await service.add_endpoint(
+                name=endpoint_name(subject),
+                subject=f"{self.prefix}.{subject}",
+                handler=partial(self._accept, subject),
+                metadata={"kind": kind},
+            )
+        await self.nc.flush()
+
+    async def stop(self) -> None:
+        """Stops accepting requests, then waits for the ones in flight to be answered."""
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        await self.committer.stop()
+        if self._own_executor:
+            self.executor.shutdown(wait=True)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # -- requests --------------------------------------------------------------------------
+    async def _accept(self, subject: str, request: Request) -> None:
+        await self._slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._answer(subject, request))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
+    async def _answer(self, subject: str, request: Request) -> None:
+        try:
+            reply = await self.execute(subject, request.data, request.headers or {})
+        except BatonError as error:
+            await self._respond_error(request, error)
+        except Exception as error:
+            log.exception("%s.%s failed", self.prefix, subject)
+            await self._respond_error(
+                request,
+                InternalError(f"internal error ({type(error).__name__}); see the service log"),
+            )
+        else:
+            try:
+                await request.respond(reply)
+            except Exception:
+                log.warning("could not reply on %s.%s", self.prefix, subject, exc_info=True)
+
+    async def _respond_error(self, request: Request, error: BatonError) -> None:
+        headers = error_headers(error)
+        try:
+            await request.respond(error_body(error), headers=headers)
+        except Exception:
+            log.warning("could not send an error reply", exc_info=True)
+
+    async def execute(self, subject: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+        """Answers one request on ``subject`` (without the prefix); raises BatonError."""
+        if subject in COMMANDS:
+            command = parse(COMMANDS[subject], body)
+            command_id = headers.get(MSG_ID_HEADER) or command.command_id
+            command = await self._with_plan(command, command_id)
+            reply = await self.committer.submit(command, command_id)
+            self._changed()
+            return encode(reply)
+        if subject in QUERIES:
+            query = parse(QUERIES[subject], body)
+            return encode(await self._run(self._query, query))
+        raise BatonError(f"no endpoint for {subject!r}")
+
+    async def _run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(fn, *args, **kwargs))
+
+    def _changed(self) -> None:
+        for wake in self.on_change:
+            try:
+                wake()
+            except Exception:
+                log.warning("a wake-up after a command failed", exc_info=True)
+
+    # -- the planner -----------------------------------------------------------------------
+    async def _with_plan(self, command: c.Command, command_id: str | None) -> c.Command:
+        """The command with a plan from the planner, when it needs one and has none."""
+        if isinstance(command, c.CreateTask | c.ReplanTask):
+            needed = command.plan is None
+        elif isinstance(command, c.NextStep):
+            needed = command.replan and command.plan is None
+        else:
+            needed = False
+        if not needed:
+            return command
+        if command_id:
+            known: bool = await self._run(self._is_known, command_id)
+            if known:
+                return command  # a repeat: the application replies from its record
+        if isinstance(command, c.CreateTask):
+            plan = await self.planner.plan(command.task_name, command.task_instruction)
+        else:
+            assert isinstance(command, c.ReplanTask | c.NextStep)
+            view = await self._run(self._task_to_replan, command)
+            advance = command.advance_next if isinstance(command, c.ReplanTask) else True
+            plan = await self.planner.replan(view, advance)
+        return command.model_copy(update={"plan": plan})
+
+    def _is_known(self, command_id: str) -> bool:
+        return self.app._record_of(command_id) is not None
+
+    def _task_to_replan(self, command: c.ReplanTask | c.NextStep) -> dict[str, Any]:
+        """The task's view, after the checks the command itself makes (404 / 409 first)."""
+        task = self.app.get_task(command.task_id)
+        if isinstance(command, c.NextStep):
+            task.require_running("advance")
+        else:
+            task.require_not_ended("replan")
+        return task_view(task)
+
+    # -- queries ---------------------------------------------------------------------------
+    def _query(self, query: c.Request) -> Any:
+        with self._catch_up_lock:
+            self.queries.catch_up()
+        q = self.queries
+        if isinstance(query, c.ActiveQuery):
+            return q.active(query.session_id)
+        if isinstance(query, c.TaskQuery):
+            return q.task(query.task_id)
+        if isinstance(query, c.TasksQuery):
+            return q.tasks(query.status, query.session_id, query.limit, query.after)
+        if isinstance(query, c.QueueQuery):
+            return q.queue(query.session_id, query.limit)
+        if isinstance(query, c.HistoryQuery):
+            return q.history(query.task_id, query.version)
+        raise BatonError(f"no query {type(query).__name__}")
