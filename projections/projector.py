@@ -1,0 +1,516 @@
+"""The read side: views of tasks kept from the application's notification log.
+
+``Projections`` pulls the log in batches (SQLite cannot be subscribed to) and, per batch, writes
+the rows it changes and its tracking position in one transaction:
+
+1. lock the meta row (serialises every writer of the views, across processes too) and check the
+   generation it started from (a rebuild bumps it, so a batch computed before a rebuild is refused);
+2. upsert the rows of every task the batch touched, rendered once from its state at the end of
+   the batch, and insert the batch's history entries;
+3. record the batch's last notification id with eventsourcing's tracking recorder: a position
+   at or below the recorded one raises IntegrityError, the transaction rolls back, and the
+   projection re-reads its position and continues (another instance applied that range).
+
+A crash anywhere before the commit loses the whole batch and nothing else; a restart resumes
+from ``max_tracking_id``. Task states come from a bounded LRU cache, advanced by each event's
+own ``mutate`` when the cached state is at the previous version, else loaded from the store at
+the event's version: memory stays bounded and a batch reads each aggregate at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
+
+from domain.errors import InvalidRequest, NotFound
+from domain.model import Task
+from domain.services import BatonApp
+from domain.views import history_entry, task_view
+from projections import rows
+from projections.store import TABLES, VIEW_TABLES, ViewStore, view_store_for
+
+log = logging.getLogger(__name__)
+
+#: Topics of Task events (snapshots are not in the log); other aggregates only move the position.
+TASK_TOPIC_PREFIX = Task.TOPIC + "."
+
+_UPSERT_TASK = """
+INSERT INTO {tasks} (task_id, seq, session_id, status, priority, created_at, updated_at,
+                     version, has_failed, has_open, view_json, summary_json)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_id) DO UPDATE SET
+    session_id = excluded.session_id, status = excluded.status, priority = excluded.priority,
+    created_at = excluded.created_at, updated_at = excluded.updated_at,
+    version = excluded.version, has_failed = excluded.has_failed, has_open = excluded.has_open,
+    view_json = excluded.view_json, summary_json = excluded.summary_json
+"""
+_DELETE_READY = "DELETE FROM {ready} WHERE task_id = ?"
+_INSERT_READY = """
+INSERT INTO {ready} (step_id, task_id, session_id, priority, fire_at, created_at, step_index,
+                     step_json)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_DELETE_TRIGGER = "DELETE FROM {triggers} WHERE task_id = ?"
+# ``published`` comes from baton_published_triggers; a concurrent mark of the same trigger
+# (already 1 on the row) is never turned back to 0.
+_UPSERT_TRIGGER = """
+INSERT INTO {triggers} AS t (task_id, trigger_id, session_id, priority, fire_at, trigger_json,
+                        published)
+VALUES (?, ?, ?, ?, ?, ?,
+        CASE WHEN EXISTS (SELECT 1 FROM {published} WHERE trigger_id = ?) THEN 1 ELSE 0 END)
+ON CONFLICT (task_id) DO UPDATE SET
+    trigger_id = excluded.trigger_id, session_id = excluded.session_id,
+    priority = excluded.priority, fire_at = excluded.fire_at,
+    trigger_json = excluded.trigger_json,
+    published = CASE
+        WHEN t.trigger_id = excluded.trigger_id AND t.published = 1 THEN 1
+        ELSE excluded.published END
+"""
+_INSERT_HISTORY = """
+INSERT INTO {history} (task_id, version, entry_json) VALUES (?, ?, ?)
+ON CONFLICT (task_id, version) DO NOTHING
+"""
+_URGENCY = "priority, fire_at, created_at, task_id, step_index"
+
+
+class _Retry(Exception):
+    """A batch lost a race (another writer or a rebuild moved the position): read it again."""
+
+
+class _Batch:
+    """What one batch of notifications changes."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[UUID, Task] = {}
+        self.seqs: dict[UUID, int] = {}
+        self.history: list[tuple[str, int, str]] = []
+
+
+class Projections:
+    """The views the contract's queries need, kept in the events' store.
+
+    ``catch_up()`` applies what is stored now (cheap when nothing is new); ``run()`` does so
+    in a loop for a background thread. Queries read the views only (history at a version
+    reconstructs the task from the store). Every method is synchronous and thread-safe.
+    """
+
+    def __init__(
+        self,
+        app: BatonApp,
+        *,
+        views_path: str | Path | None = None,
+        batch_size: int = 500,
+        cache_size: int = 2000,
+    ) -> None:
+        """Opens (and creates) the views beside ``app``'s events: ``<events dir>/views.sqlite``
+        on SQLite (or ``views_path``), ``baton_*`` tables in the same database and schema on
+        PostgreSQL."""
+        if batch_size < 1 or cache_size < 1:
+            raise ValueError("batch_size and cache_size must be positive")
+        self.app = app
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self.store: ViewStore = view_store_for(app.recorder, views_path)
+        self.store.create_tables()
+        self.tracking_name = app.name
+        self._lock = threading.RLock()
+        self._states: OrderedDict[UUID, Task] = OrderedDict()
+        self._applied = self._position()[1]
+
+    def close(self) -> None:
+        """Releases the views' own connections (the application's stay open)."""
+        self.store.close()
+
+    # -- keeping up ------------------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Applies every event stored now, in batches; returns how many notifications."""
+        with self._lock:
+            stored = self.app.recorder.max_notification_id() or 0
+            if stored <= self._applied:
+                return 0
+            return self._apply_until(stored)
+
+    def run(self, stop: threading.Event, interval: float = 0.05) -> None:
+        """Catches up every ``interval`` seconds until ``stop`` is set (a thread's target)."""
+        delay = interval
+        while not stop.is_set():
+            try:
+                self.catch_up()
+                delay = interval
+            except Exception:
+                log.exception("projections: catching up failed; retrying")
+                delay = min(max(delay * 2, interval), 5.0)
+            stop.wait(delay)
+
+    def rebuild(self) -> int:
+        """Clears the views (not the published-trigger marks), resets the position and
+        replays every event; returns how many notifications it applied."""
+        with self._lock:
+            with self.store.write() as cursor:
+                self.store.lock_meta(cursor)
+                cursor.execute(
+                    self.store.sql("UPDATE {meta} SET generation = generation + 1 WHERE id = 1")
+                )
+                for table in VIEW_TABLES:
+                    cursor.execute(self.store.sql(f"DELETE FROM {{{table}}}"))
+                self.store.delete_tracking(cursor, self.tracking_name)
+            self._states.clear()
+            self._applied = 0
+            return self._apply_until(None)
+
+    def lag(self) -> dict[str, int]:
+        """``{applied, stored, behind}``: the last notification applied and the last stored."""
+        applied = self._position()[1]
+        stored = self.app.recorder.max_notification_id() or 0
+        return {"applied": applied, "stored": stored, "behind": max(0, stored - applied)}
+
+    def _position(self) -> tuple[int, int]:
+        """The views' generation and tracked position, read in that order."""
+        with self.store.read() as cursor:
+            cursor.execute(self.store.sql("SELECT generation FROM {meta} WHERE id = 1"))
+            generation = int(cursor.fetchone()["generation"])
+            position = self.store.max_tracking_id(cursor, self.tracking_name) or 0
+        return generation, position
+
+    def _apply_until(self, stored: int | None) -> int:
+        total = 0
+        while stored is None or self._applied < stored:
+            try:
+                applied = self._apply_batch()
+            except _Retry:
+                continue
+            if applied == 0:
+                break
+            total += applied
+        return total
+
+    def _apply_batch(self) -> int:
+        generation, position = self._position()
+        self._applied = position
+        notifications = self.app.recorder.select_notifications(
+            start=position, limit=self.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        batch = self._compute(notifications)
+        last = notifications[-1].id
+        try:
+            with self.store.write() as cursor:
+                self.store.lock_meta(cursor)
+                cursor.execute(self.store.sql("SELECT generation FROM {meta} WHERE id = 1"))
+                if int(cursor.fetchone()["generation"]) != generation:
+                    raise IntegrityError("the views were rebuilt meanwhile")
+                self._write(cursor, batch)
+                self._record_position(cursor, last)
+        except IntegrityError:
+            if self._position() == (generation, position):
+                raise  # not a lost race: a real constraint violation
+            raise _Retry from None
+        self._applied = last
+        return len(notifications)
+
+    def _record_position(self, cursor: Any, position: int) -> None:
+        """Tracks ``position`` in the batch's transaction (raises if already recorded)."""
+        self.store.insert_tracking(cursor, Tracking(self.tracking_name, position))
+
+    # -- computing a batch -------------------------------------------------------------------
+    def _compute(self, notifications: list[Notification] | Any) -> _Batch:
+        batch = _Batch()
+        mapper = self.app.mapper
+        for notification in notifications:
+            if not notification.topic.startswith(TASK_TOPIC_PREFIX):
+                continue
+            aggregate_id = notification.originator_id
+            assert isinstance(aggregate_id, UUID)
+            event = mapper.to_domain_event(notification)
+            state = self._advance(aggregate_id, event, batch)
+            batch.tasks[aggregate_id] = state
+            batch.seqs.setdefault(aggregate_id, notification.id)
+        return batch
+
+    def _advance(self, aggregate_id: UUID, event: Any, batch: _Batch) -> Task:
+        """The task's state after ``event``, recording its history entry on the way."""
+        version = event.originator_version
+        previous = self._states.pop(aggregate_id, None)
+        state: Task | None = None
+        if isinstance(event, Task.Created):
+            # The entry is rendered before mutate: the new state shares the event's dicts.
+            batch.history.append(self._entry(event.task_id, event))
+            state = event.mutate(None)
+        elif previous is not None and previous.version == version - 1:
+            batch.history.append(self._entry(previous.task_id, event))
+            try:
+                state = event.mutate(previous)
+            except Exception:
+                log.exception("projections: replaying %r failed; reloading", event)
+                state = None
+            if state is None:
+                state = self._load(aggregate_id, version)
+        else:
+            state = self._load(aggregate_id, version)
+            batch.history.append(self._entry(state.task_id, event))
+        assert state is not None
+        self._states[aggregate_id] = state
+        while len(self._states) > self.cache_size:
+            self._states.popitem(last=False)
+        return state
+
+    @staticmethod
+    def _entry(task_id: str, event: Any) -> tuple[str, int, str]:
+        return (task_id, event.originator_version, rows.dumps(history_entry(task_id, event)))
+
+    def _load(self, aggregate_id: UUID, version: int) -> Task:
+        task: Any = self.app.repository.get(aggregate_id, version=version)
+        if not isinstance(task, Task) or task.version != version:
+            raise RuntimeError(f"cannot load task {aggregate_id} at version {version}")
+        return task
+
+    def _write(self, cursor: Any, batch: _Batch) -> None:
+        sql = self.store.sql
+        task_rows, ready, triggers, no_trigger = [], [], [], []
+        for aggregate_id, task in batch.tasks.items():
+            seq = batch.seqs[aggregate_id]
+            task_rows.append(rows.task_row(task, seq))
+            ready.extend(rows.ready_rows(task))
+            trigger = rows.trigger_row(task)
+            if trigger is None:
+                no_trigger.append((task.task_id,))
+            else:
+                triggers.append((*trigger, trigger[1]))
+        deleted = [(task.task_id,) for task in batch.tasks.values()]
+        cursor.executemany(sql(_UPSERT_TASK), task_rows)
+        cursor.executemany(sql(_DELETE_READY), deleted)
+        if ready:
+            cursor.executemany(sql(_INSERT_READY), ready)
+        if no_trigger:
+            cursor.executemany(sql(_DELETE_TRIGGER), no_trigger)
+        if triggers:
+            cursor.executemany(sql(_UPSERT_TRIGGER), triggers)
+        if batch.history:
+            cursor.executemany(sql(_INSERT_HISTORY), batch.history)
+
+    # -- queries -----------------------------------------------------------------------------
+    def active(self, session_id: str) -> dict[str, Any] | None:
+        """The session's running task view, or None."""
+        with self.store.read() as cursor:
+            cursor.execute(
+                self.store.sql(
+                    "SELECT view_json FROM {tasks} WHERE session_id = ? AND status = 'running'"
+                    " ORDER BY seq LIMIT 1"
+                ),
+                (session_id,),
+            )
+            row = cursor.fetchone()
+        return None if row is None else _loads(row["view_json"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        """The task view; NotFound for an unknown task."""
+        with self.store.read() as cursor:
+            cursor.execute(
+                self.store.sql("SELECT view_json FROM {tasks} WHERE task_id = ?"), (task_id,)
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise NotFound(f"no task {task_id!r}")
+        view: dict[str, Any] = _loads(row["view_json"])
+        return view
+
+    def tasks(
+        self,
+        status: str | None = None,
+        session_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        """``{tasks: [summary...], cursor}`` in creation order; ``cursor`` (None on the last
+        page) passed as ``after`` gives the next page."""
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        where: list[str] = ["seq > ?"]
+        params: list[Any] = [_cursor_position(after)]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        statement = (
+            "SELECT seq, summary_json FROM {tasks} WHERE "
+            + " AND ".join(where)
+            + " ORDER BY seq LIMIT ?"
+        )
+        with self.store.read() as cursor:
+            cursor.execute(self.store.sql(statement), (*params, limit + 1))
+            found = cursor.fetchall()
+        page = found[:limit]
+        more = len(found) > limit
+        return {
+            "tasks": [_loads(row["summary_json"]) for row in page],
+            "cursor": str(page[-1]["seq"]) if more else None,
+        }
+
+    def queue(self, session_id: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """``{steps, triggers}``: ready and current-unclaimed steps of running tasks, most
+        urgent first (priority, fire_at, age), and pending triggers (priority, fire_at)."""
+        scope, params = ("WHERE session_id = ? ", (session_id,)) if session_id else ("", ())
+        with self.store.read() as cursor:
+            cursor.execute(
+                self.store.sql(
+                    f"SELECT step_json FROM {{ready}} {scope}ORDER BY {_URGENCY} LIMIT ?"
+                ),
+                (*params, limit),
+            )
+            steps = [_loads(row["step_json"]) for row in cursor.fetchall()]
+            cursor.execute(
+                self.store.sql(
+                    f"SELECT trigger_json FROM {{triggers}} {scope}"
+                    "ORDER BY priority, fire_at, trigger_id LIMIT ?"
+                ),
+                (*params, limit),
+            )
+            triggers = [_loads(row["trigger_json"]) for row in cursor.fetchall()]
+        return {"steps": steps, "triggers": triggers}
+
+    def history(self, task_id: str, version: int | None = None) -> dict[str, Any]:
+        """``{task_id, events}`` in order; with ``version``, ``{task_id, version, task}``: the
+        task view as it was then (reconstructed from the store). NotFound for an unknown task
+        or a version it never had."""
+        if version is not None:
+            if version < 1:
+                raise NotFound(f"task {task_id!r} has no version {version}")
+            task = self.app.get_task(task_id, version)
+            return {"task_id": task_id, "version": version, "task": task_view(task)}
+        with self.store.read() as cursor:
+            cursor.execute(
+                self.store.sql("SELECT 1 AS found FROM {tasks} WHERE task_id = ?"), (task_id,)
+            )
+            if cursor.fetchone() is None:
+                raise NotFound(f"no task {task_id!r}")
+            cursor.execute(
+                self.store.sql(
+                    "SELECT entry_json FROM {history} WHERE task_id = ? ORDER BY version"
+                ),
+                (task_id,),
+            )
+            events = [_loads(row["entry_json"]) for row in cursor.fetchall()]
+        return {"task_id": task_id, "events": events}
+
+    # -- the trigger scheduler ---------------------------------------------------------------
+    def due_triggers(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Pending, unpublished triggers with ``fire_at <= now``, earliest first."""
+        with self.store.read() as cursor:
+            cursor.execute(
+                self.store.sql(
+                    "SELECT trigger_json FROM {triggers} WHERE published = 0 AND fire_at <= ?"
+                    " ORDER BY fire_at, priority, trigger_id LIMIT ?"
+                ),
+                (now, limit),
+            )
+            return [_loads(row["trigger_json"]) for row in cursor.fetchall()]
+
+    def next_fire_at(self) -> float | None:
+        """The earliest ``fire_at`` of the pending, unpublished triggers, or None."""
+        with self.store.read() as cursor:
+            cursor.execute(
+                self.store.sql("SELECT MIN(fire_at) AS fire_at FROM {triggers} WHERE published = 0")
+            )
+            row = cursor.fetchone()
+        return None if row is None or row["fire_at"] is None else float(row["fire_at"])
+
+    def mark_trigger_published(self, trigger_id: str) -> None:
+        """Records durably that ``trigger_id`` went out; rebuilds keep the mark."""
+        with self.store.write() as cursor:
+            cursor.execute(
+                self.store.sql(
+                    "INSERT INTO {published} (trigger_id, published_at) VALUES (?, ?)"
+                    " ON CONFLICT (trigger_id) DO NOTHING"
+                ),
+                (trigger_id, time.time()),
+            )
+            cursor.execute(
+                self.store.sql("UPDATE {triggers} SET published = 1 WHERE trigger_id = ?"),
+                (trigger_id,),
+            )
+
+    # -- domain.services.ReadyWork -----------------------------------------------------------
+    def candidate_tasks(self, session_id: str | None, limit: int) -> list[str]:
+        """Task ids holding ready or current-unclaimed steps, most urgent first."""
+        scope, params = ("WHERE session_id = ? ", (session_id,)) if session_id else ("", ())
+        statement = self.store.sql(
+            f"SELECT task_id FROM {{ready}} {scope}ORDER BY {_URGENCY} LIMIT ? OFFSET ?"
+        )
+        page = max(4 * limit, 64)
+        found: dict[str, None] = {}
+        offset = 0
+        with self.store.read() as cursor:
+            while len(found) < limit:
+                cursor.execute(statement, (*params, page, offset))
+                batch = cursor.fetchall()
+                for row in batch:
+                    found.setdefault(row["task_id"], None)
+                if len(batch) < page:
+                    break
+                offset += page
+        return list(found)[:limit]
+
+    def idle_status(self, session_id: str | None) -> str:
+        """``failed`` (a running task has a failed step), ``blocked`` (a running task has
+        pending or current steps, or a task is queued) or ``done``."""
+        scope, params = (" AND session_id = ?", (session_id,)) if session_id else ("", ())
+        checks = [
+            ("failed", "status = 'running' AND has_failed = 1"),
+            ("blocked", "status = 'running' AND has_open = 1"),
+            ("blocked", "status = 'queued'"),
+        ]
+        with self.store.read() as cursor:
+            for status, condition in checks:
+                cursor.execute(
+                    self.store.sql(
+                        f"SELECT 1 AS found FROM {{tasks}} WHERE {condition}{scope} LIMIT 1"
+                    ),
+                    params,
+                )
+                if cursor.fetchone() is not None:
+                    return status
+        return "done"
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every view (JSON columns parsed), in key order: for tests and audits."""
+        keys = {
+            "tasks": "task_id",
+            "ready": "step_id",
+            "triggers": "task_id",
+            "history": "task_id, version",
+            "published": "trigger_id",
+        }
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.store.read() as cursor:
+            for table, key in keys.items():
+                cursor.execute(self.store.sql(f"SELECT * FROM {{{table}}} ORDER BY {key}"))
+                out[TABLES[table]] = [
+                    {k: _loads(v) if k.endswith("_json") else v for k, v in dict(row).items()}
+                    for row in cursor.fetchall()
+                ]
+        return out
+
+
+def _loads(text: str) -> Any:  # the views hold JSON objects
+    return json.loads(text)
+
+
+def _cursor_position(after: str | None) -> int:
+    if after is None or after == "":
+        return 0
+    try:
+        return int(after)
+    except ValueError:
+        raise InvalidRequest(f"not a cursor of baton.query.tasks: {after!r}") from None

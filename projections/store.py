@@ -1,0 +1,251 @@
+"""Where the views live: the same store as the events, through eventsourcing's own datastores.
+
+On SQLite the views are a file next to the events (``views.sqlite``): SQLite serialises writers
+per file, so a separate file keeps view updates from queueing behind command writes. On
+PostgreSQL they are tables of the events' database (and schema), prefixed ``baton_``, using the
+application recorder's connection pool.
+
+SQL is written once, SQLite-flavoured (``?`` placeholders, ``{table}`` names); each backend
+formats it with its qualified table names and placeholder style.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import ApplicationRecorder, Tracking, TrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+
+#: View tables (their names on PostgreSQL too; in the views file on SQLite).
+TABLES: dict[str, str] = {
+    "tasks": "baton_tasks",
+    "ready": "baton_ready_steps",
+    "triggers": "baton_pending_triggers",
+    "history": "baton_task_history",
+    "published": "baton_published_triggers",
+    "meta": "baton_projection_meta",
+}
+
+#: The tables a rebuild clears (never ``published``: what went out stays out).
+VIEW_TABLES = ("tasks", "ready", "triggers", "history")
+
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS {tasks} (
+        task_id TEXT PRIMARY KEY,
+        seq {int} NOT NULL,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority {int} NOT NULL,
+        created_at {real} NOT NULL,
+        updated_at {real} NOT NULL,
+        version {int} NOT NULL,
+        has_failed INTEGER NOT NULL,
+        has_open INTEGER NOT NULL,
+        view_json TEXT NOT NULL,
+        summary_json TEXT NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS baton_tasks_by_seq ON {tasks} (seq)",
+    "CREATE INDEX IF NOT EXISTS baton_tasks_by_status ON {tasks} (status, seq)",
+    "CREATE INDEX IF NOT EXISTS baton_tasks_by_session ON {tasks} (session_id, seq)",
+    "CREATE INDEX IF NOT EXISTS baton_tasks_by_session_status ON {tasks} (session_id, status, seq)",
+    "CREATE INDEX IF NOT EXISTS baton_tasks_failed ON {tasks} (status, has_failed)",
+    "CREATE INDEX IF NOT EXISTS baton_tasks_open ON {tasks} (status, has_open)",
+    """CREATE TABLE IF NOT EXISTS {ready} (
+        step_id TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        priority {int} NOT NULL,
+        fire_at {real} NOT NULL,
+        created_at {real} NOT NULL,
+        step_index INTEGER NOT NULL,
+        step_json TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS baton_ready_by_task ON {ready} (task_id)",
+    """CREATE INDEX IF NOT EXISTS baton_ready_by_urgency
+        ON {ready} (priority, fire_at, created_at, task_id, step_index)""",
+    """CREATE INDEX IF NOT EXISTS baton_ready_by_session
+        ON {ready} (session_id, priority, fire_at, created_at, task_id, step_index)""",
+    """CREATE TABLE IF NOT EXISTS {triggers} (
+        task_id TEXT PRIMARY KEY,
+        trigger_id TEXT NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        priority {int} NOT NULL,
+        fire_at {real} NOT NULL,
+        published INTEGER NOT NULL,
+        trigger_json TEXT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS baton_triggers_due
+        ON {triggers} (fire_at, priority, trigger_id) WHERE published = 0""",
+    """CREATE INDEX IF NOT EXISTS baton_triggers_by_urgency
+        ON {triggers} (priority, fire_at, trigger_id)""",
+    """CREATE INDEX IF NOT EXISTS baton_triggers_by_session
+        ON {triggers} (session_id, priority, fire_at, trigger_id)""",
+    """CREATE TABLE IF NOT EXISTS {history} (
+        task_id TEXT NOT NULL,
+        version {int} NOT NULL,
+        entry_json TEXT NOT NULL,
+        PRIMARY KEY (task_id, version))""",
+    """CREATE TABLE IF NOT EXISTS {published} (
+        trigger_id TEXT PRIMARY KEY,
+        published_at {real} NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS {meta} (
+        id INTEGER PRIMARY KEY,
+        generation {int} NOT NULL)""",
+    "INSERT INTO {meta} (id, generation) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+]
+
+_SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+class ViewStore(ABC):
+    """The views' tables, transactions and tracking recorder on one backend."""
+
+    dialect: ClassVar[str]
+    int_type: ClassVar[str]
+    real_type: ClassVar[str]
+
+    def __init__(self, tracking: Any, names: dict[str, str]) -> None:
+        self.tracking: TrackingRecorder = tracking  # SQLite's or PostgreSQL's, with create_table
+        self.names = names
+        self._sql: dict[str, str] = {}
+
+    def sql(self, template: str) -> str:
+        """The statement ``template`` with this backend's table names and placeholders."""
+        statement = self._sql.get(template)
+        if statement is None:
+            statement = self._placeholders(
+                template.format(**self.names, int=self.int_type, real=self.real_type)
+            )
+            self._sql[template] = statement
+        return statement
+
+    def _placeholders(self, statement: str) -> str:
+        return statement
+
+    def create_tables(self) -> None:
+        self.tracking.create_table()  # type: ignore[attr-defined]
+        with self.write() as cursor:
+            for statement in _DDL:
+                cursor.execute(self.sql(statement))
+
+    @abstractmethod
+    def read(self) -> Any:
+        """A context manager yielding a cursor in a read-only transaction."""
+
+    @abstractmethod
+    def write(self) -> Any:
+        """A context manager yielding a cursor in a transaction committed on exit."""
+
+    @abstractmethod
+    def lock_meta(self, cursor: Any) -> None:
+        """Serialises view writers: every batch and rebuild takes this lock first."""
+
+    def insert_tracking(self, cursor: Any, tracking: Tracking) -> None:
+        """Records the position in the caller's transaction; a position not beyond the
+        recorded one raises IntegrityError (eventsourcing's single-row tracking)."""
+        self.tracking._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+
+    def max_tracking_id(self, cursor: Any, application_name: str) -> int | None:
+        result: int | None = self.tracking._max_tracking_id(  # type: ignore[attr-defined]
+            application_name, cursor
+        )
+        return result
+
+    def delete_tracking(self, cursor: Any, application_name: str) -> None:
+        cursor.execute(
+            self.sql("DELETE FROM {tracking} WHERE application_name = ?"), (application_name,)
+        )
+
+    def close(self) -> None:  # noqa: B027 - only the SQLite store owns connections
+        """Closes what this store opened (not the application's pool)."""
+
+
+class SQLiteViewStore(ViewStore):
+    """The views in their own SQLite file (WAL), with eventsourcing's SQLite datastore."""
+
+    dialect = "sqlite"
+    int_type = "INTEGER"
+    real_type = "REAL"
+
+    def __init__(self, db_name: str) -> None:
+        self.datastore = SQLiteDatastore(db_name=db_name, lock_timeout=10)
+        names = dict(TABLES, tracking="tracking")
+        super().__init__(SQLiteTrackingRecorder(self.datastore), names)
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=False) as cursor:
+            yield cursor
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    def lock_meta(self, cursor: Any) -> None:
+        # A write as the first statement: the transaction takes SQLite's write lock at once
+        # (waiting on a busy file), so what it reads next cannot be stale.
+        cursor.execute(self.sql("UPDATE {meta} SET generation = generation WHERE id = 1"))
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+class PostgresViewStore(ViewStore):
+    """The views as ``baton_*`` tables beside the events, through the application's pool."""
+
+    dialect = "postgres"
+    int_type = "BIGINT"
+    real_type = "DOUBLE PRECISION"
+
+    def __init__(self, recorder: ApplicationRecorder) -> None:
+        from eventsourcing.postgres import PostgresTrackingRecorder
+
+        datastore = recorder.datastore  # type: ignore[attr-defined]
+        schema = datastore.schema
+        if not _SAFE_SCHEMA.match(schema):
+            raise ValueError(f"unsupported PostgreSQL schema name {schema!r}")
+        self.datastore = datastore
+        tracking = PostgresTrackingRecorder(datastore, tracking_table_name="baton_view_tracking")
+        names = {k: f'"{schema}".{v}' for k, v in TABLES.items()}
+        names["tracking"] = f'"{schema}".baton_view_tracking'
+        super().__init__(tracking, names)
+
+    def _placeholders(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=False) as cursor:
+            yield cursor
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    def lock_meta(self, cursor: Any) -> None:
+        cursor.execute(self.sql("SELECT generation FROM {meta} WHERE id = 1 FOR UPDATE"))
+
+
+def view_store_for(recorder: ApplicationRecorder, views_path: str | Path | None) -> ViewStore:
+    """The view store beside ``recorder``'s events (or in ``views_path`` when given)."""
+    module = type(recorder).__module__
+    if module.startswith("eventsourcing.postgres") and views_path is None:
+        return PostgresViewStore(recorder)
+    if views_path is not None:
+        return SQLiteViewStore(str(Path(views_path)))
+    if module.startswith("eventsourcing.sqlite"):
+        pool = recorder.datastore.pool  # type: ignore[attr-defined]
+        if pool.is_sqlite_memory_mode:
+            return SQLiteViewStore(_memory_name())
+        return SQLiteViewStore(str(Path(pool.db_name).parent / "views.sqlite"))
+    # An in-memory application: views in a private in-memory SQLite database.
+    return SQLiteViewStore(_memory_name())
+
+
+def _memory_name() -> str:
+    return f"file:baton-views-{uuid.uuid4().hex}?mode=memory&cache=shared"
