@@ -1,0 +1,197 @@
+"""One application test body, run on every backend: in-memory, SQLite file and PostgreSQL.
+
+Behaviour must not depend on the store: the same scenario gives the same replies, history and
+views on each, and an application reopened on the same store answers as the live one did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.config import Settings, event_store_env
+from domain import commands as c
+from domain.errors import NotFound
+from domain.services import BatonApp
+
+POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+@pytest.fixture(params=["popo", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The eventsourcing environment of one backend."""
+    if request.param == "popo":
+        yield dict(POPO)
+    elif request.param == "sqlite":
+        yield event_store_env(Settings(data_dir=tmp_path / "data"))
+    else:
+        db = request.getfixturevalue("postgres_db")
+        yield event_store_env(Settings(data_dir=tmp_path / "data", postgres_url=db["url"]))
+
+
+def names(view: dict[str, Any]) -> dict[str, str]:
+    return {s["step_name"]: s["status"] for s in view["steps"]}
+
+
+def by_name(view: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in view["steps"] if s["step_name"] == name)
+
+
+PLAN = {
+    "goal": "a weekly report",
+    "inputs_params": {"week": 47},
+    "context": {"audience": "team"},
+    "steps": [
+        {"step_name": "fetch", "description": "fetch the data", "depends_on": []},
+        {"step_name": "parse", "description": "parse it", "depends_on": ["fetch"]},
+        {"step_name": "chart", "description": "draw charts", "depends_on": ["parse"]},
+        {"step_name": "write", "description": "write it", "depends_on": ["parse", "chart"]},
+        {"step_name": "review", "description": "review it", "depends_on": ["write"]},
+    ],
+}
+
+
+def test_a_task_lives_the_same_life_on_every_backend(store: dict[str, str]) -> None:
+    app = BatonApp(store)
+    reopen: Callable[[], BatonApp] = lambda: BatonApp(store)  # noqa: E731
+    try:
+        created = app.handle(
+            c.CreateTask(
+                task_name="Weekly report",
+                task_instruction="write the weekly report",
+                session_id="agent-7",
+                priority=2,
+                plan=PLAN,
+            ),
+            command_id="create-report",
+        )
+        task_id = created["task_id"]
+        assert created["status"] == "running"
+        assert names(created) == {
+            "fetch": "current", "parse": "pending", "chart": "pending",
+            "write": "pending", "review": "pending",
+        }  # fmt: skip
+        assert by_name(created, "parse")["context"] == {"audience": "team"}
+
+        started = app.handle(c.StartTask(task_id=task_id, delay_s=5))
+        assert started["status"] == "queued" and started["step"]["step_name"] == "fetch"
+        assert started["trigger"]["session_id"] == "agent-7"
+        assert started["trigger"]["priority"] == 2
+
+        claimed = app.handle(c.ClaimStep(session_id="agent-7", worker="w1"))
+        assert claimed["queue_status"] == "in_progress"
+        assert claimed["step"]["step_name"] == "fetch" and claimed["step"]["claimed_by"] == "w1"
+        fetch = claimed["step"]["step_id"]
+        app.handle(c.CompleteStep(task_id=task_id, step_id=fetch, result={"rows": 42}))
+        assert "trigger" not in app.task_view(task_id)
+
+        claimed = app.handle(c.ClaimStep(task_id=task_id, worker="w2"))
+        assert claimed["step"]["step_name"] == "parse"
+        assert claimed["step"]["context"] == {"audience": "team", "fetch": {"rows": 42}}
+        app.handle(
+            c.CompleteStep(task_id=task_id, step_id=claimed["step"]["step_id"], result="parsed")
+        )
+
+        revised_plan = {
+            "steps": [
+                {"step_name": "fetch", "description": "refetch?", "depends_on": []},
+                {"step_name": "chart", "description": "draw two charts", "depends_on": ["parse"]},
+                {"step_name": "write", "description": "write it", "depends_on": ["parse", "chart"]},
+                {"step_name": "proofread", "description": "proofread", "depends_on": ["write"]},
+            ]
+        }
+        revised = app.handle(c.ReplanTask(task_id=task_id, plan=revised_plan))
+        assert revised["diff"] == {
+            "added": ["proofread"],
+            "changed": ["chart"],
+            "removed": ["review"],
+        }
+        assert by_name(revised, "fetch")["description"] == "fetch the data"
+        assert by_name(revised, "review")["status"] == "cancelled"
+        assert by_name(revised, "chart")["context"]["parse"] == "parsed"
+
+        chart = app.handle(c.ClaimStep(task_id=task_id, worker="w1"))["step"]
+        assert chart["step_name"] == "chart"
+        app.handle(c.FailStep(task_id=task_id, step_id=chart["step_id"], message="timeout"))
+        assert app.handle(c.NextStep(task_id=task_id))["status"] == "no_next_step"
+        assert app.handle(c.ClaimStep(task_id=task_id)) == {"step": None, "queue_status": "failed"}
+        app.handle(c.RetryStep(task_id=task_id, step_id=chart["step_id"]))
+        again = app.handle(c.ClaimStep(task_id=task_id, worker="w3"))["step"]
+        assert (again["step_name"], again["attempts"], again["claimed_by"]) == ("chart", 2, "w3")
+        app.handle(c.CompleteStep(task_id=task_id, step_id=chart["step_id"], result=[1, 2]))
+
+        app.handle(c.AddContext(task_id=task_id, key="deadline", value="friday"))
+        to_write = app.handle(c.NextStep(task_id=task_id))
+        assert to_write["status"] == "queued" and to_write["step"]["step_name"] == "write"
+        assert to_write["step"]["context"]["chart"] == [1, 2]
+        assert to_write["step"]["context"]["deadline"] == "friday"
+
+        to_proof = app.handle(c.NextStep(task_id=task_id), command_id="next-after-write")
+        assert to_proof["step"]["step_name"] == "proofread"
+        before = app.recorder.max_notification_id()
+        assert app.handle(c.NextStep(task_id=task_id), command_id="next-after-write") == to_proof
+        assert app.recorder.max_notification_id() == before
+
+        skipped = app.handle(
+            c.SkipStep(task_id=task_id, step_id=to_proof["step"]["step_id"], message="n/a")
+        )
+        assert skipped["task_status"] == "completed"
+        final = app.task_view(task_id)
+        assert final["status"] == "completed" and "trigger" not in final
+        assert names(final) == {
+            "fetch": "completed", "parse": "completed", "chart": "completed",
+            "write": "completed", "review": "cancelled", "proofread": "skipped",
+        }  # fmt: skip
+        assert app.session_state("agent-7").running is None
+
+        history = app.history(task_id)
+        assert [e["version"] for e in history] == list(range(1, final["version"] + 1))
+        assert history[0]["type"] == "Created" and history[-1]["type"] == "Ended"
+        assert all(e["display_message"] for e in history)
+        types = [e["type"] for e in history]
+        for expected in (
+            "StepClaimed",
+            "StepFailed",
+            "StepRetried",
+            "PlanRevised",
+            "TriggerWithdrawn",
+        ):
+            assert expected in types
+
+        assert app.task_view(task_id, version=created["version"]) == created
+        assert app.task_view(task_id, version=revised["version"])["steps"] == revised["steps"]
+        with pytest.raises(NotFound):
+            app.task_view(task_id, version=final["version"] + 1)
+        # Rebuilt from the stored events, bypassing the aggregate cache.
+        assert app.task_view(task_id, version=final["version"]) == final
+
+        # A long-lived task crosses the snapshot interval and still reads back the same.
+        long_id = app.handle(c.CreateTask(task_name="long", session_id="agent-8", plan=PLAN))[
+            "task_id"
+        ]
+        for i in range(105):
+            app.handle(c.AddContext(task_id=long_id, key=f"k{i % 7}", value=i))
+        long_view = app.task_view(long_id)
+        assert long_view["version"] > 100
+        assert list(app.snapshots.get(app.get_task(long_id).id)), "snapshot every 100 events"
+
+        if store.get("PERSISTENCE_MODULE") == "eventsourcing.popo":
+            return
+        reopened = reopen()
+        try:
+            assert reopened.task_view(task_id) == final
+            assert reopened.history(task_id) == history
+            assert reopened.task_view(task_id, version=created["version"]) == created
+            assert (
+                reopened.handle(c.CreateTask(task_name="x", plan=PLAN), command_id="create-report")
+                == created
+            )
+            assert reopened.task_view(long_id) == long_view
+            assert reopened.task_view(long_id, version=50) == app.task_view(long_id, version=50)
+        finally:
+            reopened.close()
+    finally:
+        app.close()
