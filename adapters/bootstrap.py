@@ -31,6 +31,7 @@ from adapters.publisher import ProgressRelay, TriggerScheduler, ensure_streams
 from adapters.service import BatonService
 from adapters.workspace import DirectoryWorkspace
 from domain.services import BatonApp
+from projections import Projections
 
 log = logging.getLogger("baton")
 
@@ -42,66 +43,9 @@ SERVICE_THREADS = 8
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", ""})
 
 
-def make_projections(app: BatonApp, settings: Settings) -> Any:
-    """The read side: ``projections.Projections`` over the same store as ``app``."""
-    try:
-        from projections import Projections
-    except ImportError:  # HOOK: until projections/ lands, answer from the store (dev only)
-        log.warning("projections/ is missing: answering queries from the event store")
-        return _StoreQueries(app)
+def make_projections(app: BatonApp) -> Projections:
+    """The read side over the same store as ``app`` (views beside the events)."""
     return Projections(app)
-
-
-class _StoreQueries:
-    """A stand-in read side (HOOK, removed once projections/ lands)."""
-
-    def __init__(self, app: BatonApp) -> None:
-        self.app = app
-
-    def catch_up(self) -> int:
-        return 0
-
-    def run(self, stop: threading.Event, interval: float) -> None:
-        stop.wait()
-
-    def active(self, session_id: str) -> dict[str, Any] | None:
-        session = self.app.session_state(session_id)
-        if session is None or not session.running:
-            return None
-        return self.app.task_view(session.running)
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        return self.app.task_view(task_id)
-
-    def tasks(self, status: Any, session_id: Any, limit: int, after: Any) -> dict[str, Any]:
-        return {"tasks": [], "cursor": None}
-
-    def queue(self, session_id: Any, limit: int) -> dict[str, Any]:
-        return {"steps": [], "triggers": []}
-
-    def history(self, task_id: str, version: int | None = None) -> dict[str, Any]:
-        if version is not None:
-            return {
-                "task_id": task_id,
-                "version": version,
-                "task": self.app.task_view(task_id, version),
-            }
-        return {"task_id": task_id, "events": self.app.history(task_id)}
-
-    def due_triggers(self, now: float, limit: int) -> list[dict[str, Any]]:
-        return []
-
-    def next_fire_at(self) -> float | None:
-        return None
-
-    def mark_trigger_published(self, trigger_id: str) -> None:
-        pass
-
-    def candidate_tasks(self, session_id: str | None, limit: int) -> list[str]:
-        return []
-
-    def idle_status(self, session_id: str | None) -> str:
-        return "done"
 
 
 def connect_options(settings: Settings) -> dict[str, Any]:
@@ -138,7 +82,7 @@ class Baton:
         self.settings = settings
         self.embedded: EmbeddedNatsServer | None = None
         self.app: BatonApp | None = None
-        self.projections: Any = None
+        self.projections: Projections | None = None
         self.nc: Client | None = None
         self.service: BatonService | None = None
         self.relay: ProgressRelay | None = None
@@ -169,7 +113,7 @@ class Baton:
         log.info("using store %s", where)
         workspace = DirectoryWorkspace(settings.workspaces, settings.keep_workspaces)
         self.app = app = await self._in_thread(BatonApp, env, workspace=workspace)
-        self.projections = await self._in_thread(make_projections, app, settings)
+        self.projections = await self._in_thread(make_projections, app)
         app.ready_work = self.projections
         caught = await self._in_thread(self.projections.catch_up)
         log.info("projections caught up (%d events applied)", caught)
@@ -221,7 +165,8 @@ class Baton:
             log.warning("NATS: disconnected; reconnecting")
 
     async def _on_reconnected(self) -> None:
-        log.info("NATS: reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
+        where = self.nc.connected_url if self.nc is not None else None
+        log.info("NATS: reconnected to %s", where.netloc if where is not None else "?")
         # Publication resumes by itself; nudge it so it does not wait for its next poll.
         for publisher in (self.relay, self.scheduler):
             if publisher is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
@@ -162,7 +161,6 @@ class BatonService:
         self.committer = GroupCommitter(app, self.executor, writers=writers)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._catch_up_lock = threading.Lock()
         self.service: Service | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -244,6 +242,9 @@ class BatonService:
             command = parse(COMMANDS[subject], body)
             command_id = headers.get(MSG_ID_HEADER) or command.command_id
             command = await self._with_plan(command, command_id)
+            if isinstance(command, c.ClaimStep) and not (command.task_id or command.session_id):
+                # A claim across sessions picks its candidates from the views: bring them up.
+                await self._run(self.queries.catch_up)
             reply = await self.committer.submit(command, command_id)
             self._changed()
             return encode(reply)
@@ -301,8 +302,7 @@ class BatonService:
 
     # -- queries ---------------------------------------------------------------------------
     def _query(self, query: c.Request) -> Any:
-        with self._catch_up_lock:
-            self.queries.catch_up()
+        self.queries.catch_up()
         q = self.queries
         if isinstance(query, c.ActiveQuery):
             return q.active(query.session_id)

@@ -1,0 +1,149 @@
+"""Helpers for the tests of the NATS service: a Baton running in the test's event loop on the
+session's nats-server, under a subject prefix of its own, and a client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+
+from adapters.bootstrap import Baton
+from adapters.client import BatonClient
+from adapters.config import Settings
+from domain.services import BatonApp
+
+
+def new_prefix() -> str:
+    """A subject prefix no other test uses, so tests on one server never cross-talk."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def plan(*names: str, **extra: Any) -> dict[str, Any]:
+    """A sequential plan of steps with these names."""
+    return {"steps": [{"step_name": n, "description": f"do {n}"} for n in names], **extra}
+
+
+@dataclass
+class Running:
+    """A Baton under test: its runtime (app, projections, service) and a client of it."""
+
+    baton: Baton
+    client: BatonClient
+    settings: Settings
+
+    @property
+    def app(self) -> BatonApp:
+        assert self.baton.app is not None
+        return self.baton.app
+
+    @property
+    def nc(self) -> Client:
+        return self.client.nc
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.subject_prefix
+
+    def notifications(self) -> int:
+        """The last notification id of the event store: what a rejected command must not move."""
+        return int(self.app.recorder.max_notification_id() or 0)
+
+    async def raw(
+        self, subject: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[dict[str, str], Any]:
+        """A request as any NATS client sends it: the reply's headers and decoded body."""
+        msg = await self.nc.request(f"{self.prefix}.{subject}", body, timeout=10, headers=headers)
+        return dict(msg.headers or {}), json.loads(msg.data)
+
+
+def settings_for(nats_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "data_dir": data_dir,
+        "subject_prefix": new_prefix(),
+        "planner_timeout_s": 2.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_baton(settings: Settings, *, timeout: float = 10.0) -> AsyncIterator[Running]:
+    """Starts Baton with ``settings`` and a client on its own connection; stops both after."""
+    baton = await Baton.start(settings)
+    try:
+        client = await BatonClient.connect(
+            settings.nats_url, prefix=settings.subject_prefix, timeout=timeout
+        )
+        try:
+            yield Running(baton, client, settings)
+        finally:
+            await client.close()
+    finally:
+        await baton.close()
+
+
+PlannerHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+@asynccontextmanager
+async def planner_service(
+    nats_url: str,
+    prefix: str,
+    *,
+    plan: PlannerHandler | None = None,
+    replan: PlannerHandler | None = None,
+) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
+    """A planner micro service on ``<prefix>.planner.plan|replan``; yields the requests it got.
+
+    A handler returns what the planner answers: a dict or list is sent as JSON, bytes as they are.
+    """
+    nc = await nats.connect(nats_url)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def endpoint(verb: str, handler: PlannerHandler) -> Callable[[Request], Awaitable[None]]:
+        async def answer(request: Request) -> None:
+            payload = json.loads(request.data)
+            seen.append((verb, payload))
+            reply = await handler(payload)
+            data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+            await request.respond(data)
+
+        return answer
+
+    service = await add_service(nc, name="test-planner", version="0.0.1")
+    try:
+        if plan is not None:
+            await service.add_endpoint(
+                name="plan", subject=f"{prefix}.planner.plan", handler=endpoint("plan", plan)
+            )
+        if replan is not None:
+            await service.add_endpoint(
+                name="replan",
+                subject=f"{prefix}.planner.replan",
+                handler=endpoint("replan", replan),
+            )
+        await nc.flush()
+        yield seen
+    finally:
+        await service.stop()
+        await nc.drain()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Polls ``predicate`` until it holds; fails the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
