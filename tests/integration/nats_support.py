@@ -93,6 +93,24 @@ async def running_baton(settings: Settings, *, timeout: float = 10.0) -> AsyncIt
         await baton.close()
 
 
+async def rejected(
+    baton: Running, subject: str, body: bytes | dict[str, Any], code: int, reason: str
+) -> dict[str, Any]:
+    """Sends a request that must fail with ``code``/``reason``; checks the headers against the
+    body and that the event store did not move. Returns the error object."""
+    before = baton.notifications()
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers, reply = await baton.raw(subject, data)
+    error = reply["error"]
+    assert error["code"] == code, error
+    assert error["reason"] == reason, error
+    assert error["message"]
+    assert headers["Nats-Service-Error-Code"] == str(code)
+    assert headers["Nats-Service-Error"] == " ".join(error["message"].split())
+    assert baton.notifications() == before
+    return dict(error)
+
+
 PlannerHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 

@@ -1,0 +1,233 @@
+"""Every error code of the contract over NATS: the micro headers, the JSON body, and nothing
+appended to the event store by a rejected command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.client import BatonRequestError
+from adapters.natsserver import find_nats_server, free_port, nats_answers
+from adapters.service import BatonService
+from domain.limits import MAX_REQUEST_BYTES
+from tests.integration.nats_support import (
+    Running,
+    new_prefix,
+    plan,
+    rejected,
+    running_baton,
+    settings_for,
+)
+
+
+@pytest.fixture
+async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
+        yield running
+
+
+# -- 400 -------------------------------------------------------------------------------------
+
+
+async def test_malformed_json_is_400(baton: Running) -> None:
+    error = await rejected(baton, "task.create", b'{"task_name": ', 400, "invalid_request")
+    assert "not valid JSON" in error["message"]
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"[1, 2]", b"null", b'"text"', b"42"])
+async def test_an_empty_body_or_a_non_object_is_400(baton: Running, body: bytes) -> None:
+    await rejected(baton, "task.start", body, 400, "invalid_request")
+
+
+async def test_an_unknown_field_is_400_with_pydantics_errors_in_details(baton: Running) -> None:
+    error = await rejected(
+        baton,
+        "task.create",
+        {"task_name": "t", "plan": plan("a"), "colour": "red"},
+        400,
+        "invalid_request",
+    )
+    assert error["details"]["errors"] == [
+        {"loc": "colour", "type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
+    ]
+
+
+async def test_a_wrong_type_is_400(baton: Running) -> None:
+    error = await rejected(
+        baton, "task.start", {"task_id": "x", "delay_s": "soon"}, 400, "invalid_request"
+    )
+    assert error["details"]["errors"][0]["loc"] == "delay_s"
+
+
+async def test_a_bad_session_id_is_400(baton: Running) -> None:
+    error = await rejected(
+        baton,
+        "task.create",
+        {"task_name": "t", "session_id": "a.b", "plan": plan("a")},
+        400,
+        "invalid_request",
+    )
+    assert error["details"]["errors"][0]["loc"] == "session_id"
+    await rejected(baton, "query.active", {"session_id": "x" * 129}, 400, "invalid_request")
+
+
+async def test_a_cyclic_plan_is_400_invalid_plan(baton: Running) -> None:
+    cyclic = {
+        "steps": [
+            {"step_name": "a", "depends_on": ["b"]},
+            {"step_name": "b", "depends_on": ["a"]},
+        ]
+    }
+    error = await rejected(
+        baton, "task.create", {"task_name": "t", "plan": cyclic}, 400, "invalid_plan"
+    )
+    assert "cycle" in error["message"]
+
+
+async def test_an_invalid_replan_is_400_and_changes_nothing(baton: Running) -> None:
+    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    dangling = {"steps": [{"step_name": "a", "depends_on": ["ghost"]}]}
+    await rejected(
+        baton, "task.replan", {"task_id": task["task_id"], "plan": dangling}, 400, "invalid_plan"
+    )
+
+
+async def test_a_query_limit_out_of_range_is_400(baton: Running) -> None:
+    await rejected(baton, "query.tasks", {"limit": 0}, 400, "invalid_request")
+    await rejected(baton, "query.queue", {"limit": 1001}, 400, "invalid_request")
+
+
+# -- 404 -------------------------------------------------------------------------------------
+
+
+async def test_an_unknown_task_is_404(baton: Running) -> None:
+    for subject in ("task.start", "task.next", "task.complete", "task.cancel", "query.task"):
+        await rejected(baton, subject, {"task_id": "no-such-task"}, 404, "not_found")
+    await rejected(baton, "query.history", {"task_id": "no-such-task"}, 404, "not_found")
+
+
+async def test_an_unknown_step_is_404(baton: Running) -> None:
+    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    body = {"task_id": task["task_id"], "step_id": f"{task['task_id']}.99"}
+    await rejected(baton, "step.complete", body, 404, "not_found")
+
+
+async def test_a_version_the_task_never_had_is_404(baton: Running) -> None:
+    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    await rejected(
+        baton, "query.history", {"task_id": task["task_id"], "version": 999}, 404, "not_found"
+    )
+
+
+# -- 409 -------------------------------------------------------------------------------------
+
+
+async def test_an_invalid_transition_is_409(baton: Running) -> None:
+    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    await baton.client.cancel_task(task_id=task["task_id"])
+    step_b = task["steps"][1]["step_id"]
+    error = await rejected(
+        baton,
+        "step.complete",
+        {"task_id": task["task_id"], "step_id": step_b},
+        409,
+        "invalid_transition",
+    )
+    assert "cancelled" in error["message"]
+    await rejected(baton, "task.next", {"task_id": task["task_id"]}, 409, "invalid_transition")
+    await rejected(baton, "task.start", {"task_id": task["task_id"]}, 409, "invalid_transition")
+    await rejected(baton, "task.complete", {"task_id": task["task_id"]}, 409, "invalid_transition")
+
+
+# -- 413 -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def big_payload_server(tmp_path: Path) -> Iterator[str]:
+    """A nats-server that carries messages above Baton's limit (the default max_payload is
+    1 MiB, the same as the limit, so the server itself refuses larger requests)."""
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    store = tmp_path / "js"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\nmax_payload: 4MB\njetstream {{ store_dir: {store} }}\n"
+    )
+    process = subprocess.Popen(
+        [str(find_nats_server()), "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not nats_answers(f"nats://127.0.0.1:{port}", timeout=0.2):
+            assert process.poll() is None and time.monotonic() < deadline, "nats-server failed"
+            time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_an_oversized_request_is_413_before_parsing(
+    big_payload_server: str, tmp_path: Path
+) -> None:
+    settings = settings_for(big_payload_server, tmp_path / "data")
+    async with running_baton(settings) as baton:
+        big = b'{"task_name": "' + b"x" * MAX_REQUEST_BYTES + b'"}'
+        error = await rejected(baton, "task.create", big, 413, "too_large")
+        assert error["details"] == {"size": len(big), "limit": MAX_REQUEST_BYTES}
+        # Not parsed: even garbage of that size is a 413, not a 400.
+        await rejected(baton, "query.task", b"\xff" * (MAX_REQUEST_BYTES + 1), 413, "too_large")
+        # Exactly at the limit is parsed (and here rejected for what it says, not its size).
+        at_limit = b'{"task_name": 1' + b" " * (MAX_REQUEST_BYTES - 16) + b"}"
+        assert len(at_limit) == MAX_REQUEST_BYTES
+        await rejected(baton, "task.create", at_limit, 400, "invalid_request")
+
+
+# -- 503 (the planner) is in test_nats_planner.py; 500 ------------------------------------------
+
+
+class BrokenQueries:
+    """A read side with a bug: every query raises something that is not a BatonError."""
+
+    def catch_up(self) -> int:
+        return 0
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        raise RuntimeError("a bug in the views")
+
+
+async def test_an_unexpected_exception_is_500_without_its_internals(
+    baton: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = new_prefix()
+    service = BatonService(baton.baton.nc, baton.app, BrokenQueries(), prefix=prefix)  # type: ignore[arg-type]
+    await service.start()
+    try:
+        msg = await baton.nc.request(f"{prefix}.query.task", b'{"task_id": "x"}', timeout=5)
+    finally:
+        await service.stop()
+    headers = msg.headers or {}
+    error = json.loads(msg.data)["error"]
+    assert headers["Nats-Service-Error-Code"] == "500"
+    assert error["code"] == 500
+    assert error["reason"] == "internal_error"
+    assert "a bug in the views" not in error["message"]
+    assert "a bug in the views" in caplog.text  # the traceback is in the service's log
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+async def test_the_client_raises_the_contracts_error(baton: Running) -> None:
+    with pytest.raises(BatonRequestError) as caught:
+        await baton.client.complete_step(task_id="nope", step_id="nope.0")
+    assert caught.value.code == 404
+    assert caught.value.reason == "not_found"
+    assert "nope" in caught.value.message
