@@ -1,0 +1,274 @@
+"""Baton run the way `make run` runs it: a separate process (`python -m adapters`), configured by
+the environment, driven through the typed client, stopped by signals, and killed mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from adapters.client import BatonClient, BatonUnavailable
+from adapters.natsserver import free_port, nats_answers
+from adapters.publisher import stream_names
+from tests.integration.nats_support import new_prefix, plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class BatonProcess:
+    """`python -m adapters` with BATON_* settings; its log (stderr) goes to a file."""
+
+    def __init__(self, nats_url: str, data_dir: Path, prefix: str) -> None:
+        self.nats_url = nats_url
+        self.data_dir = data_dir
+        self.prefix = prefix
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"baton-{self.prefix}-{self.starts}.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.starts += 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+        env.update(
+            BATON_NATS_URL=self.nats_url,
+            BATON_DATA_DIR=str(self.data_dir),
+            BATON_SUBJECT_PREFIX=self.prefix,
+            BATON_PLANNER_TIMEOUT_S="1",
+        )
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "adapters"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        while "baton: ready" not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"Baton did not become ready:\n{self.log()}")
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def baton_process(nats_url: str, tmp_path: Path) -> Iterator[BatonProcess]:
+    process = BatonProcess(nats_url, tmp_path / "data", new_prefix())
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, Any], str]]:
+    """Every message stored in ``stream``: (decoded body, Nats-Msg-Id)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            found.append((json.loads(msg.data or b"null"), (msg.headers or {})["Nats-Msg-Id"]))
+        return found
+    finally:
+        await nc.close()
+
+
+async def wait_for_stream(nats_url: str, stream: str, count: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(await stream_messages(nats_url, stream)) < count:
+        assert time.monotonic() < deadline, f"{stream} did not reach {count} messages"
+        await asyncio.sleep(0.1)
+
+
+# -- as `make run` starts it ----------------------------------------------------------------
+
+
+async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
+    baton_process: BatonProcess, nats_url: str
+) -> None:
+    await asyncio.to_thread(baton_process.start)
+    prefix = baton_process.prefix
+    async with await BatonClient.connect(nats_url, prefix=prefix) as client:
+        task = await client.create_task(task_name="e2e", plan=plan("a", "b"))
+        started = await client.start_task(task_id=task["task_id"])
+        assert (await client.next_step(task_id=task["task_id"]))["status"] == "queued"
+        assert (await client.next_step(task_id=task["task_id"]))["status"] == "completed"
+        history = await client.history(task_id=task["task_id"])
+    events = history["events"]
+    progress_stream, trigger_stream = stream_names(prefix)
+    await wait_for_stream(nats_url, progress_stream, len(events))
+    progress = await stream_messages(nats_url, progress_stream)
+    assert [body["version"] for body, _ in progress] == [e["version"] for e in events]
+    assert [body["type"] for body, _ in progress] == [e["type"] for e in events]
+    assert all(body["task_id"] == task["task_id"] for body, _ in progress)
+    await wait_for_stream(nats_url, trigger_stream, 1)
+    triggers = await stream_messages(nats_url, trigger_stream)
+    assert triggers[0][1] == started["trigger"]["trigger_id"]
+
+    baton_process.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(baton_process.wait) == 0
+    log = baton_process.log()
+    assert "listening on" in log and "using store" in log
+    assert "received SIGTERM" in log and "baton: stopped" in log
+    assert "Traceback" not in log
+
+
+async def test_an_embedded_nats_server_starts_when_none_answers(tmp_path: Path) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    process = BatonProcess(url, tmp_path / "data", "baton")
+    try:
+        await asyncio.to_thread(process.start)
+        assert "started an embedded nats-server" in process.log()
+        assert (tmp_path / "data" / "nats").is_dir()
+        async with await BatonClient.connect(url) as client:
+            task = await client.create_task(task_name="embedded", plan=plan("a"))
+            assert (await client.next_step(task_id=task["task_id"]))["status"] == "completed"
+        process.signal(signal.SIGINT)
+        assert await asyncio.to_thread(process.wait) == 0
+        assert not nats_answers(url, timeout=0.5)
+    finally:
+        process.kill()
+
+
+# -- killed mid-run --------------------------------------------------------------------------
+
+TASKS = 12
+STEPS = ("a", "b", "c")
+
+
+def lifecycle(i: int) -> list[tuple[str, dict[str, Any], str]]:
+    """The commands of task ``i``, each (client method, arguments, msg id); the task id is filled
+    in once the create is acknowledged."""
+    commands: list[tuple[str, dict[str, Any], str]] = [
+        (
+            "create_task",
+            {"task_name": f"job {i}", "session_id": f"job-{i}", "plan": plan(*STEPS)},
+            f"create-{i}",
+        ),
+        ("start_task", {}, f"start-{i}"),
+        ("add_context", {"key": "i", "value": i}, f"ctx-{i}"),
+    ]
+    commands += [("next_step", {}, f"next-{i}-{n}") for n in range(len(STEPS))]
+    return commands
+
+
+class Driver:
+    """Runs lifecycles with msg ids, retrying each command until it is acknowledged."""
+
+    def __init__(self, client: BatonClient) -> None:
+        self.client = client
+        self.acked: dict[str, tuple[str, dict[str, Any], Any]] = {}
+        self.unavailable = 0
+
+    async def send(self, method: str, args: dict[str, Any], msg_id: str) -> Any:
+        while True:
+            try:
+                reply = await getattr(self.client, method)(**args, msg_id=msg_id)
+            except BatonUnavailable:
+                self.unavailable += 1
+                await asyncio.sleep(0.05)
+                continue
+            self.acked[msg_id] = (method, args, reply)
+            return reply
+
+    async def run(self, i: int) -> str:
+        task_id = ""
+        for method, args, msg_id in lifecycle(i):
+            if task_id:
+                args = {**args, "task_id": task_id}
+            reply = await self.send(method, args, msg_id)
+            task_id = task_id or reply["task_id"]
+        return task_id
+
+
+async def test_sigkill_mid_run_then_restart_applies_every_acknowledged_command_once(
+    baton_process: BatonProcess, nats_url: str
+) -> None:
+    await asyncio.to_thread(baton_process.start)
+    prefix = baton_process.prefix
+    async with await BatonClient.connect(nats_url, prefix=prefix, timeout=2) as client:
+        driver = Driver(client)
+        work = asyncio.gather(*(driver.run(i) for i in range(TASKS)))
+        deadline = time.monotonic() + 20
+        while len(driver.acked) < TASKS * 2:
+            assert time.monotonic() < deadline, "no progress before the kill"
+            await asyncio.sleep(0.005)
+        baton_process.signal(signal.SIGKILL)
+        assert await asyncio.to_thread(baton_process.wait) == -signal.SIGKILL
+        acked_before_kill = len(driver.acked)
+        assert acked_before_kill < TASKS * len(lifecycle(0)), "the kill came too late"
+        await asyncio.to_thread(baton_process.start)
+        task_ids = await asyncio.wait_for(work, 60)
+        assert driver.unavailable > 0, "no command met the dead service"
+
+        # Every task ran its whole lifecycle exactly once: the same events, in the same order.
+        histories = [(await client.history(task_id=t))["events"] for t in task_ids]
+        for task_id, events in zip(task_ids, histories, strict=True):
+            view = await client.task(task_id=task_id)
+            assert view["status"] == "completed"
+            assert view["context"]["i"] == int(task_id.split("-")[1])
+            assert [e["version"] for e in events] == list(range(1, view["version"] + 1))
+        shapes = {tuple(e["type"] for e in events) for events in histories}
+        assert len(shapes) == 1, shapes
+        assert [e["type"] for e in histories[0]].count("StepCompleted") == len(STEPS)
+
+        # Re-sending any acknowledged command gets its first reply and changes nothing.
+        versions = {t: (await client.task(task_id=t))["version"] for t in task_ids}
+        for msg_id, (method, args, reply) in driver.acked.items():
+            assert await getattr(client, method)(**args, msg_id=msg_id) == reply, msg_id
+        assert {t: (await client.task(task_id=t))["version"] for t in task_ids} == versions
+
+    # Every event was published once, in order, across the crash.
+    progress_stream, trigger_stream = stream_names(prefix)
+    total = sum(len(events) for events in histories)
+    await wait_for_stream(nats_url, progress_stream, total)
+    progress = await stream_messages(nats_url, progress_stream)
+    assert len(progress) == total
+    assert len({msg_id for _, msg_id in progress}) == total
+    for task_id, events in zip(task_ids, histories, strict=True):
+        published = [body for body, _ in progress if body["task_id"] == task_id]
+        assert [(b["version"], b["type"]) for b in published] == [
+            (e["version"], e["type"]) for e in events
+        ]
+    triggers = await stream_messages(nats_url, trigger_stream)
+    trigger_ids = [msg_id for _, msg_id in triggers]
+    assert len(trigger_ids) == len(set(trigger_ids))
+    assert {body["trigger_id"] for body, _ in triggers} == set(trigger_ids)
+
+    baton_process.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(baton_process.wait) == 0
