@@ -73,11 +73,14 @@ def populate(
     running_every: int = 10,
     batch: int = 500,
     progress: Callable[[int], None] | None = None,
+    running_ids: list[str] | None = None,
+    ended_ids: list[str] | None = None,
 ) -> int:
     """Stores ``n_tasks`` tasks of 10 steps, each in its own session.
 
     One in ``running_every`` stays running with its first step current (ready work for the
-    queue); the others are completed. Returns the number of events written.
+    queue); the others are completed. Returns the number of events written; the ids of the
+    tasks left running and of those completed are appended to the lists given.
     """
     the_plan = c.CreateTask.model_validate({"task_name": "x", "plan": plan()}).plan
     before = _max_notification_id(app)
@@ -95,6 +98,10 @@ def populate(
             if (done + i) % running_every != 0
         ]
         run_commands(app, completes, batch)
+        for i, view in enumerate(views):
+            keep = running_ids if (done + i) % running_every == 0 else ended_ids
+            if keep is not None:
+                keep.append(view["task_id"])
         done += size
         if progress is not None:
             progress(done)

@@ -1,0 +1,125 @@
+"""``python -m bench [NAME ...] [--quick]``: runs the benchmarks (all of them by default).
+
+Names (or numbers): baselines, commands (1), transitions (2), rebuild (3), scale (4),
+longtask (5), postgres (6), profile. The peers and profilers of ``bench/requirements-peers.txt``
+are installed into this interpreter on first use; a peer whose install fails is skipped with
+the reason. Figures are noisy on a busy machine: each ratio compares with a baseline measured
+in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REQUIREMENTS = HERE / "requirements-peers.txt"
+
+#: name -> (number, module); run in this order.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "baselines": ("0", "bench.baselines"),
+    "commands": ("1", "bench.commands"),
+    "transitions": ("2", "bench.transitions"),
+    "rebuild": ("3", "bench.rebuild"),
+    "scale": ("4", "bench.scale"),
+    "longtask": ("5", "bench.longtask"),
+    "postgres": ("6", "bench.postgres"),
+    "profile": ("p", "bench.profile"),
+}
+NEEDS_PEERS = {"transitions", "profile"}
+
+
+def _peers_missing() -> list[str]:
+    missing = [
+        module
+        for module in ("langgraph", "langgraph.checkpoint.sqlite", "dbos", "pyinstrument")
+        if _find(module) is None
+    ]
+    if not (Path(sys.executable).parent / "py-spy").exists() and shutil.which("py-spy") is None:
+        missing.append("py-spy")
+    return missing
+
+
+def _find(module: str) -> Any:
+    try:
+        return importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        return None
+
+
+def ensure_peers() -> None:
+    missing = _peers_missing()
+    if not missing:
+        return
+    print(f"installing the bench-only peers ({', '.join(missing)} missing) from {REQUIREMENTS}")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        print(f"  pip install failed (exit {done.returncode}); the missing peers will be skipped:")
+        print("  " + "\n  ".join(done.stderr.strip().splitlines()[-5:]))
+    importlib.invalidate_caches()
+
+
+def _resolve(names: list[str]) -> list[str]:
+    by_number = {number: name for name, (number, _) in BENCHMARKS.items()}
+    chosen: list[str] = []
+    for raw in names:
+        name = by_number.get(raw, raw)
+        if name not in BENCHMARKS:
+            raise SystemExit(f"unknown benchmark {raw!r}; choose from {', '.join(BENCHMARKS)}")
+        chosen.append(name)
+    return [name for name in BENCHMARKS if name in chosen] if chosen else list(BENCHMARKS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="short runs (and scale to 10,000)")
+    args = parser.parse_args(argv)
+    os.chdir(HERE.parent)
+    names = _resolve(args.names)
+    if NEEDS_PEERS & set(names):
+        ensure_peers()
+    load = os.getloadavg()
+    print(
+        f"Baton benchmarks{' (quick)' if args.quick else ''}: {', '.join(names)}\n"
+        f"  {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at start"
+    )
+    print("  figures are noisy when other work runs on the machine: compare ratios, not rates")
+    results: dict[str, Any] = {}
+    failed: list[str] = []
+    started = time.perf_counter()
+    for name in names:
+        module = importlib.import_module(BENCHMARKS[name][1])
+        runner: Callable[..., dict[str, Any]] = module.run
+        begin = time.perf_counter()
+        try:
+            results[name] = runner(quick=args.quick, sqlite=results.get("commands"))
+        except Exception:  # one failing benchmark must not hide the others' figures
+            failed.append(name)
+            print(f"  FAILED: {name}")
+            traceback.print_exc(file=sys.stdout)
+        print(f"  ({name}: {time.perf_counter() - begin:.0f} s)", flush=True)
+    print(
+        f"\ndone in {time.perf_counter() - started:.0f} s; load average now "
+        f"{os.getloadavg()[0]:.2f}" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

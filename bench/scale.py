@@ -1,0 +1,152 @@
+"""Benchmark 4: cost per command and per query as stored tasks grow 1,000 -> 100,000.
+
+The store grows in process (tasks of 10 steps through ``BatonApp.handle_batch``, 500 commands
+a transaction; one in ten left running with a ready step, the rest completed), then Baton is
+started on it in its own process (its projections catch up from where they were) and measured
+over NATS, one request at a time:
+- commands: ``task.create`` (10-step plan) and ``task.next`` on the new task;
+- queries: ``query.task`` (a random stored task), ``query.queue`` (all sessions, limit 100:
+  the ready queue), ``query.queue`` of one session, ``query.active`` of a running session.
+The ratio largest/smallest size shows whether the cost is flat; the service's resident memory
+(VmRSS, and its peak VmHWM, catch-up included) shows whether it grows with stored tasks.
+``--quick`` stops at 10,000.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.data import Progress, open_app, plan, populate, settings_for
+from bench.harness import Child, baton_env, connect_client, nats_server, run_async
+from bench.stats import Series, fmt, goal, header, ms, note, percentile, ratio
+
+OPS = ("create", "next", "query.task", "query.queue", "query.queue(session)", "query.active")
+
+
+async def _measure(
+    url: str, running: list[str], ended: list[str], runs: int, per_run: int
+) -> dict[str, list[list[float]]]:
+    """Latencies (s) of each operation, one list per run."""
+    client = await connect_client(url)
+    the_plan = plan()
+    rng = random.Random(7)
+    every = running + ended
+    out: dict[str, list[list[float]]] = {op: [] for op in OPS}
+
+    async def timed(samples: list[float], call: Any) -> Any:
+        start = time.perf_counter()
+        result = await call
+        samples.append(time.perf_counter() - start)
+        return result
+
+    try:
+        for _ in range(10):  # warm-up outside the clock
+            await client.queue(limit=100)
+            await client.task(task_id=rng.choice(every))
+        for _ in range(runs):
+            lat: dict[str, list[float]] = {op: [] for op in OPS}
+            for i in range(per_run):
+                view = await timed(
+                    lat["create"], client.create_task(task_name=f"scale-{i}", plan=the_plan)
+                )
+                await timed(lat["next"], client.next_step(task_id=view["task_id"]))
+                await timed(lat["query.task"], client.task(task_id=rng.choice(every)))
+                await timed(lat["query.queue"], client.queue(limit=100))
+                session = rng.choice(running)
+                await timed(
+                    lat["query.queue(session)"], client.queue(session_id=session, limit=100)
+                )
+                await timed(lat["query.active"], client.active(session_id=session))
+            for op in OPS:
+                out[op].append(lat[op])
+    finally:
+        await client.close()
+    return out
+
+
+def run(quick: bool, **_: Any) -> dict[str, Any]:
+    header("4. Cost per command and per query as stored tasks grow (SQLite, over NATS)")
+    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+    runs, per_run = 3, (100 if quick else 200)
+    p50: dict[str, dict[int, Series]] = {op: {} for op in OPS}
+    p99: dict[str, dict[int, Series]] = {op: {} for op in OPS}
+    memory: dict[int, dict[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        server = nats_server(Path(tmp))
+        try:
+            settings = settings_for(Path(tmp) / "data")
+            app = open_app(settings)
+            running: list[str] = []
+            ended: list[str] = []
+            stored = 0
+            for size in sizes:
+                start = time.perf_counter()
+                events = populate(
+                    app,
+                    size - stored,
+                    progress=Progress(f"growing to {size:,} tasks", size - stored),
+                    running_ids=running,
+                    ended_ids=ended,
+                )
+                stored = size
+                note(
+                    f"{size:,} tasks stored ({events:,} more events in "
+                    f"{time.perf_counter() - start:.0f} s)"
+                )
+                with Child("baton", baton_env(settings, server.url)) as baton:
+                    note(f"Baton started and caught up in {baton.started_in:.1f} s")
+                    lat = run_async(lambda: _measure(server.url, running, ended, runs, per_run))
+                    memory[size] = baton.memory_kib()
+                note(f"load average while measuring at {size:,}: {os.getloadavg()[0]:.2f}")
+                for op in OPS:
+                    p50[op][size] = Series(f"{op} p50 at {size:,} tasks", "ms")
+                    p99[op][size] = Series(f"{op} p99 at {size:,} tasks", "ms")
+                    for samples in lat[op]:
+                        p50[op][size].add(ms(percentile(samples, 0.5)))
+                        p99[op][size].add(ms(percentile(samples, 0.99)))
+            app.close()
+        finally:
+            server.close()
+    smallest, largest = sizes[0], sizes[-1]
+    results: dict[str, Any] = {}
+    for op in OPS:
+        for size in sizes:
+            print(p50[op][size].line())
+        print(p99[op][largest].line())
+        r = ratio(
+            f"{op} p50 {largest:,}/{smallest:,}", p50[op][largest].median, p50[op][smallest].median
+        )
+        results[f"{op}_ratio"] = r
+    worst = max(results.values())
+    goal(
+        f"largest/smallest p50, worst operation ({largest:,} vs {smallest:,})",
+        worst,
+        1.5,
+        higher_is_better=False,
+    )
+    queue_p99 = p99["query.queue"][largest].median
+    goal(
+        f"ready-queue query p99 at {largest:,} tasks (ms)", queue_p99, 10.0, higher_is_better=False
+    )
+    for size in sizes:
+        mem = memory[size]
+        note(
+            f"service memory at {size:,} tasks: VmRSS {fmt(mem.get('VmRSS', 0) / 1024)} MiB, "
+            f"peak VmHWM {fmt(mem.get('VmHWM', 0) / 1024)} MiB"
+        )
+    rss = [memory[s].get("VmRSS", 0) for s in sizes]
+    if rss[0]:
+        goal(
+            f"service VmRSS {largest:,}/{smallest:,} tasks",
+            rss[-1] / rss[0],
+            1.5,
+            higher_is_better=False,
+        )
+    results["queue_p99_ms"] = queue_p99
+    results["memory_kib"] = memory
+    return results
