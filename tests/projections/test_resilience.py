@@ -1,0 +1,178 @@
+"""Crashes mid-batch, restarts and rival instances: the views converge to a rebuild."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.config import Settings
+from domain import commands as c
+from domain.errors import BatonError
+from domain.services import BatonApp
+from projections import Projections
+from tests.projections.support import create, graph, seq
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def some_history(app: BatonApp) -> list[str]:
+    """A few tasks through several commands: a few dozen notifications."""
+    tasks = [create(app, seq("a", "b", "c"), session_id="s1") for _ in range(2)]
+    tasks.append(create(app, graph(a=[], b=["a"]), session_id="s2", priority=1))
+    for task_id in tasks:
+        for command in (c.StartTask(task_id=task_id), c.NextStep(task_id=task_id)):
+            with contextlib.suppress(BatonError):  # the queued task refuses both
+                app.handle(command)
+    app.handle(c.CancelTask(task_id=tasks[0]))
+    return tasks
+
+
+def converged(views: Projections) -> dict[str, Any]:
+    """The views after catching up, checked equal to a rebuild from zero."""
+    views.catch_up()
+    assert views.lag()["behind"] == 0
+    live = views.dump()
+    views.rebuild()
+    assert views.dump() == live
+    return live
+
+
+def test_a_batch_failing_between_its_rows_and_its_tracking_write_leaves_no_trace(
+    app: BatonApp, open_projections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    some_history(app)
+    views = open_projections(app, batch_size=5)
+    original = views._record_position
+    calls = []
+
+    def crash(cursor: Any, position: int) -> None:
+        calls.append(position)
+        if len(calls) == 2:
+            cursor.execute(views.store.sql("SELECT COUNT(*) AS n FROM {history}"))
+            assert cursor.fetchone()["n"] > 0  # the batch's rows are written, uncommitted
+            raise RuntimeError("crash before the tracking write")
+        original(cursor, position)
+
+    monkeypatch.setattr(views, "_record_position", crash)
+    with pytest.raises(RuntimeError):
+        views.catch_up()
+    assert views.lag()["applied"] == 5
+    first_batch = app.recorder.select_notifications(start=1, limit=5)
+    task_events = [n for n in first_batch if n.topic.startswith("baton:Task.")]
+    assert len(views.dump()["baton_task_history"]) == len(task_events)
+    views.close()
+
+    restarted = open_projections(app, batch_size=5)
+    assert restarted.lag()["applied"] == 5
+    live = converged(restarted)
+    assert len(live["baton_tasks"]) == 3
+
+
+CRASHING_PROJECTION = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from adapters.config import Settings, event_store_env
+    from domain.services import BatonApp
+    from projections import Projections
+
+    data_dir, url, schema, batch = sys.argv[1:5]
+    settings = Settings(
+        data_dir=Path(data_dir), postgres_url=url or None, postgres_schema=schema or None
+    )
+    views = Projections(BatonApp(event_store_env(settings)), batch_size=int(batch))
+    record = views._record_position
+    calls = []
+
+    def crash(cursor, position):
+        calls.append(position)
+        if len(calls) == 2:
+            os._exit(17)  # killed: second batch's rows written, its tracking not, no commit
+        record(cursor, position)
+
+    views._record_position = crash
+    views.catch_up()
+    os._exit(0)
+    """
+)
+
+
+def test_a_projection_process_killed_mid_batch_resumes_and_converges_after_restart(
+    app: BatonApp, settings: Settings, open_projections
+) -> None:
+    some_history(app)
+    batch = 4
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASHING_PROJECTION,
+            str(settings.data_dir),
+            settings.postgres_url or "",
+            settings.postgres_schema or "",
+            str(batch),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == 17, killed.stderr
+
+    restarted = open_projections(app)
+    assert restarted.lag()["applied"] == batch  # the first batch only
+    assert len(restarted.dump()["baton_task_history"]) <= batch
+    live = converged(restarted)
+    assert len(live["baton_tasks"]) == 3
+    assert sum(len(restarted.history(t["task_id"])["events"]) for t in live["baton_tasks"]) == (
+        len(live["baton_task_history"])
+    )
+
+
+def test_a_batch_another_instance_applied_first_is_skipped_not_applied_twice(
+    app: BatonApp, open_projections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    some_history(app)
+    ours = open_projections(app, batch_size=1000)
+    theirs = open_projections(app, batch_size=7)
+    compute = ours._compute
+
+    def racing(notifications: Any) -> Any:
+        theirs.catch_up()  # the rival commits the same range while ours computes it
+        return compute(notifications)
+
+    monkeypatch.setattr(ours, "_compute", racing)
+    assert ours.catch_up() == 0  # its write met the rival's position and rolled back
+    assert ours.lag()["behind"] == 0
+    converged(theirs)
+
+
+def test_instances_catching_up_concurrently_with_writers_converge_to_a_rebuild(
+    app: BatonApp, open_projections
+) -> None:
+    instances = [open_projections(app, batch_size=3, cache_size=2) for _ in range(2)]
+    stop = threading.Event()
+    runners = [
+        threading.Thread(target=views.run, args=(stop, 0.001), daemon=True) for views in instances
+    ]
+    for runner in runners:
+        runner.start()
+    try:
+        some_history(app)
+        some_history(app)
+    finally:
+        stop.set()
+        for runner in runners:
+            runner.join(timeout=10)
+    live = converged(instances[0])
+    assert instances[1].dump() == live
+    assert len(live["baton_tasks"]) == 6
