@@ -99,7 +99,9 @@ async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, An
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
-        found = []
+        found: list[tuple[dict[str, Any], str]] = []
+        if not info.state.messages:
+            return found
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(stream, seq)
             found.append((json.loads(msg.data or b"null"), (msg.headers or {})["Nats-Msg-Id"]))
@@ -126,6 +128,8 @@ async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
     async with await BatonClient.connect(nats_url, prefix=prefix) as client:
         task = await client.create_task(task_name="e2e", plan=plan("a", "b"))
         started = await client.start_task(task_id=task["task_id"])
+        # Due now: published within a second (before the next command replaces it).
+        await wait_for_stream(nats_url, stream_names(prefix)[1], 1, timeout=2)
         assert (await client.next_step(task_id=task["task_id"]))["status"] == "queued"
         assert (await client.next_step(task_id=task["task_id"]))["status"] == "completed"
         history = await client.history(task_id=task["task_id"])
@@ -136,9 +140,9 @@ async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
     assert [body["version"] for body, _ in progress] == [e["version"] for e in events]
     assert [body["type"] for body, _ in progress] == [e["type"] for e in events]
     assert all(body["task_id"] == task["task_id"] for body, _ in progress)
-    await wait_for_stream(nats_url, trigger_stream, 1)
     triggers = await stream_messages(nats_url, trigger_stream)
     assert triggers[0][1] == started["trigger"]["trigger_id"]
+    assert triggers[0][0]["step_id"] == started["step"]["step_id"]
 
     baton_process.signal(signal.SIGTERM)
     assert await asyncio.to_thread(baton_process.wait) == 0
