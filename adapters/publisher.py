@@ -15,6 +15,9 @@ the stream's ``duplicate_window``, so each message is stored exactly once.
 - ``TriggerScheduler`` asks the projections for due triggers, publishes each to
   ``<prefix>.trigger.<session_id>`` and marks it published in the projections (a mark a rebuild
   never drops). A withdrawn or replaced trigger leaves the pending table, so it is never published.
+  (The projections are caught up right before each look, so only a withdrawal committed in the
+  few milliseconds between that look and the publication of a trigger already due can lose the
+  race; the trigger had fired by then.)
 
 The event store is synchronous: every store call runs in a worker thread.
 """
