@@ -108,11 +108,12 @@ class BatonClient:
         if msg_id is not None:
             sent[MSG_ID_HEADER] = msg_id
         full = f"{self.prefix}.{subject}"
+        wait = self.timeout if timeout is None else timeout
         try:
             msg = await self.nc.request(
                 full,
                 body,
-                timeout=self.timeout if timeout is None else timeout,
+                timeout=wait,
                 headers=sent or None,
             )
         except NoRespondersError:
@@ -121,7 +122,7 @@ class BatonClient:
             ) from None
         except NatsTimeoutError:
             raise BatonUnavailable(
-                503, "timeout", f"no reply on {full} within {self.timeout:g} s"
+                503, "timeout", f"no reply on {full} within {wait:g} s"
             ) from None
         received = msg.headers or {}
         if ERROR_CODE_HEADER in received:

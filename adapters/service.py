@@ -1,10 +1,12 @@
 """Baton's NATS micro service: one endpoint per command and query of the contract.
 
-Each request is checked (size, then pydantic) before anything else happens, then run on a
-thread pool: the event store and the projections are synchronous, and the event loop must keep
-serving other requests meanwhile. The endpoint handler only hands the request to a task, so
-requests on one subject (commands for different tasks) are processed concurrently; a semaphore
-bounds how many are in flight.
+Each request is checked (size, then pydantic) before anything else happens. The event store and
+the projections are synchronous, so they run on a thread pool and the event loop keeps serving
+meanwhile. An endpoint handler only hands its request to a task (a semaphore bounds how many are
+in flight), so requests on one subject are processed concurrently. Commands go through a group
+committer: those that arrive while a group is being saved are applied together in the next
+transaction (``BatonApp.handle_batch``). Queries first catch the projections up, so a client
+reads its own writes.
 """
 
 from __future__ import annotations
