@@ -219,7 +219,9 @@ class PostgresViewStore(ViewStore):
 
     @contextmanager
     def read(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=False) as cursor:
+        # Autocommit: one round trip per statement, no BEGIN/ROLLBACK around a lookup. Each
+        # statement reads its own committed snapshot, which every query here is happy with.
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             yield cursor
 
     @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.config import Settings, event_store_env
@@ -182,7 +182,7 @@ LAW = given(
 
 
 @LAW
-@settings(max_examples=examples(0.5))
+@settings(max_examples=examples(0.5), deadline=None)
 def test_incremental_views_equal_a_rebuild_from_zero_on_sqlite(
     ops: list[tuple[Any, ...]], batch_size: int, cache: int
 ) -> None:
@@ -192,7 +192,11 @@ def test_incremental_views_equal_a_rebuild_from_zero_on_sqlite(
 
 @pytest.mark.postgres
 @LAW
-@settings(max_examples=examples(0.25))
+@settings(
+    max_examples=examples(0.25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # a fresh schema per example
+)
 def test_incremental_views_equal_a_rebuild_from_zero_on_postgres(
     postgres_db: dict[str, Any], ops: list[tuple[Any, ...]], batch_size: int, cache: int
 ) -> None:
