@@ -464,19 +464,29 @@ class Projections:
     def idle_status(self, session_id: str | None) -> str:
         """``failed`` (a running task has a failed step), ``blocked`` (a running task has
         pending or current steps, or a task is queued) or ``done``."""
-        scope, params = (" AND session_id = ?", (session_id,)) if session_id else ("", ())
-        checks = [
-            ("failed", "status = 'running' AND has_failed = 1"),
-            ("blocked", "status = 'running' AND has_open = 1"),
-            ("blocked", "status = 'queued'"),
-        ]
         with self.store.read() as cursor:
-            for status, condition in checks:
+            if session_id:
+                # A session's live tasks: its running one and its queue (the session index).
                 cursor.execute(
                     self.store.sql(
-                        f"SELECT 1 AS found FROM {{tasks}} WHERE {condition}{scope} LIMIT 1"
+                        "SELECT status, has_failed, has_open FROM {tasks}"
+                        " WHERE session_id = ? AND status IN ('running', 'queued')"
                     ),
-                    params,
+                    (session_id,),
+                )
+                live = [(r["status"], r["has_failed"], r["has_open"]) for r in cursor.fetchall()]
+                if any(status == "running" and failed for status, failed, _ in live):
+                    return "failed"
+                if any(status == "queued" or open_ for status, _, open_ in live):
+                    return "blocked"
+                return "done"
+            for status, condition in (
+                ("failed", "status = 'running' AND has_failed = 1"),
+                ("blocked", "status = 'running' AND has_open = 1"),
+                ("blocked", "status = 'queued'"),
+            ):
+                cursor.execute(
+                    self.store.sql(f"SELECT 1 AS found FROM {{tasks}} WHERE {condition} LIMIT 1")
                 )
                 if cursor.fetchone() is not None:
                     return status
