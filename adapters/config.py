@@ -28,9 +28,11 @@ class Settings:
     """``BATON_SUBJECT_PREFIX``: the first token of every subject Baton serves and publishes."""
 
     workspace_root: Path | None = None
-    """``BATON_WORKSPACE_ROOT``: per-task working directories (default ``<data dir>/workspaces``)."""
+    """``BATON_WORKSPACE_ROOT``: per-task working directories (default: under the data dir)."""
 
-    keep_workspaces: frozenset[str] = field(default_factory=lambda: frozenset({"error", "cancelled"}))
+    keep_workspaces: frozenset[str] = field(
+        default_factory=lambda: frozenset({"error", "cancelled"})
+    )
     """``BATON_KEEP_WORKSPACES``: comma-separated end statuses whose directory is kept."""
 
     planner_timeout_s: float = 60.0

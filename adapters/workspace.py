@@ -13,7 +13,9 @@ class DirectoryWorkspace:
     """Creates ``<root>/<task_id>`` for a new task and removes it when the task ends, except
     for the end statuses in ``keep`` (by default failed and cancelled tasks keep theirs)."""
 
-    def __init__(self, root: Path, keep: frozenset[str] = frozenset({"error", "cancelled"})) -> None:
+    def __init__(
+        self, root: Path, keep: frozenset[str] = frozenset({"error", "cancelled"})
+    ) -> None:
         self.root = root.resolve()
         self.keep = keep
 
