@@ -49,6 +49,10 @@ def encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+#: Pydantic error types that mean "a field is bigger than its limit": answered with 413.
+_TOO_LONG = frozenset({"string_too_long", "too_long", "bytes_too_long"})
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(body)"
 
@@ -75,6 +79,10 @@ def parse(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body)
     except ValidationError as error:
         problems = summarise(error)
+        oversized = [p for p in problems if p["type"] in _TOO_LONG]
+        if oversized:
+            shown = "; ".join(f"{p['loc']}: {p['msg']}" for p in oversized[:3])
+            raise TooLarge(f"too large: {shown}", details={"errors": oversized}) from None
         first = problems[0]
         if first["type"] == "json_invalid":
             message = f"the request is not valid JSON: {first['msg']}"

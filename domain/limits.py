@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-#: Largest request body, in bytes; larger ones get 413 before being parsed.
-MAX_REQUEST_BYTES: Final = 1024 * 1024
+#: Largest request body, in bytes; larger ones get 413 before being parsed. Half of
+#: nats-server's default max_payload (1 MiB), so Baton itself answers oversized requests.
+MAX_REQUEST_BYTES: Final = 512 * 1024
 MAX_NAME: Final = 256
 MAX_TEXT: Final = 64 * 1024
 MAX_STEPS: Final = 1000

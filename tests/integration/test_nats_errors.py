@@ -148,6 +148,23 @@ async def test_an_invalid_transition_is_409(baton: Running) -> None:
 # -- 413 -------------------------------------------------------------------------------------
 
 
+async def test_a_field_over_its_limit_is_413_on_a_default_server(baton: Running) -> None:
+    instruction = "x" * (64 * 1024 + 1)
+    error = await rejected(
+        baton, "task.create", {"task_name": "t", "task_instruction": instruction}, 413, "too_large"
+    )
+    assert error["details"]["errors"][0]["loc"] == "task_instruction"
+    steps = [{"step_name": f"s{i}", "description": ""} for i in range(1001)]
+    await rejected(
+        baton, "task.create", {"task_name": "t", "plan": {"steps": steps}}, 413, "too_large"
+    )
+
+
+async def test_a_body_over_the_limit_is_413_even_on_a_default_server(baton: Running) -> None:
+    big = b'{"task_name": "' + b"x" * MAX_REQUEST_BYTES + b'"}'
+    await rejected(baton, "task.create", big, 413, "too_large")
+
+
 @pytest.fixture
 def big_payload_server(tmp_path: Path) -> Iterator[str]:
     """A nats-server that carries messages above Baton's limit (the default max_payload is
