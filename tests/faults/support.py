@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 import pytest
 
 from adapters.client import BatonClient, BatonRequestError, BatonUnavailable
@@ -248,7 +249,7 @@ class Load:
         while True:
             try:
                 reply = await getattr(self.client, method)(**args, msg_id=msg_id)
-            except BatonUnavailable:
+            except (BatonUnavailable, nats.errors.Error):  # also: reconnecting to NATS
                 self.unavailable += 1
                 await asyncio.sleep(0.05)
                 continue

@@ -98,7 +98,7 @@ async def test_sigkill_under_mixed_load_loses_nothing_and_duplicates_nothing(
                     # Let the load build up, then kill at a random moment.
                     await load.wait_acked(len(load.acked) + rng.randint(100, 300))
                     burst = asyncio.create_task(abandon_creates(client, abandoned, ABANDONED))
-                    await asyncio.sleep(rng.uniform(0, 0.15))
+                    await asyncio.sleep(rng.uniform(0, 0.05))
                     await asyncio.to_thread(service.sigkill)
                     abandoned_acked |= await burst
                     abandoned += ABANDONED
