@@ -190,6 +190,26 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
+def credentials(settings: Settings) -> dict[str, Any]:
+    """The NATS credentials Settings name, as ``nats.connect`` options (as the service uses
+    them; not imported from adapters.bootstrap, which would load the whole service)."""
+    options: dict[str, Any] = {}
+    if settings.nats_user is not None:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password or ""
+    if settings.nats_token is not None:
+        options["token"] = settings.nats_token
+    if settings.nats_creds is not None:
+        options["user_credentials"] = settings.nats_creds
+    if settings.nats_nkey_seed is not None:
+        options["nkeys_seed"] = settings.nats_nkey_seed
+    if settings.nats_tls_ca is not None:
+        import ssl
+
+        options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca)
+    return options
+
+
 def _describe(error: BaseException | None) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
@@ -204,7 +224,6 @@ async def connect(args: argparse.Namespace) -> Any:
     """A BatonClient on a NATS connection that fails fast instead of reconnecting."""
     import nats
 
-    from adapters.bootstrap import connect_options
     from adapters.client import BatonClient
 
     settings = settings_of(args)
@@ -213,8 +232,9 @@ async def connect(args: argparse.Namespace) -> Any:
     async def remember(error: BaseException) -> None:
         errors.append(error)  # failures surface as one message below, not as log lines
 
-    options = connect_options(settings)
+    options = credentials(settings)
     options.update(
+        servers=[settings.nats_url],
         name="baton-cli",
         allow_reconnect=False,
         # nats-py treats 0 as "no limit" while picking a server for the first connect.
@@ -661,10 +681,7 @@ class Watcher:
                 EXIT_SERVER,
             ) from None
         if task_id:
-            try:
-                view = await self.client.task(task_id=task_id)
-            except Exception:  # the projection may lag a fresh task: its events tell the rest
-                view = None
+            view = await self.find_task(task_id)
             if view is not None:
                 self.progress.session_id = view.get("session_id")
             session = self.progress.session_id
@@ -684,6 +701,7 @@ class Watcher:
                         "dim",
                     )
                 )
+        await nc.flush()  # the subscriptions are in place before the first line shows
         deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -703,6 +721,24 @@ class Watcher:
         where = f"task {task_id}" if task_id else "watch"
         print(f"{where}: timed out after {self.args.timeout:g} s", file=sys.stderr)
         return EXIT_TIMEOUT if task_id else EXIT_OK
+
+    async def find_task(self, task_id: str) -> dict[str, Any] | None:
+        """The task's view; None while the projection lags a task whose events arrive.
+        An unknown task raises the 404 (after a second of patience)."""
+        from adapters.client import BatonRequestError
+
+        for _ in range(10):
+            try:
+                view: dict[str, Any] = await self.client.task(task_id=task_id)
+                return view
+            except BatonRequestError as error:
+                if error.code != 404:
+                    raise
+                if not self.queue.empty():
+                    return None
+                last = error
+            await asyncio.sleep(0.1)
+        raise last
 
     async def session_of(self, event: dict[str, Any]) -> str | None:
         task_id = str(event.get("task_id"))
