@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from copy import deepcopy
+from threading import Lock
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -124,6 +125,30 @@ class UnitOfWork:
         return [a for a in self.loaded.values() if a.pending_events]
 
 
+class NewestVersionCache(LRUCache[UUID, Any]):
+    """The aggregate cache, except that an older version never replaces a newer one.
+
+    The library puts an aggregate in the cache after its save commits, outside any lock, so
+    two threads that saved versions 6 and 7 may put them in either order. With version 6 left
+    in the cache, a command that only reads (a claim finding nothing) answers from stale state
+    for ever, since only a conflicting save evicts it.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self._put_lock = Lock()
+
+    def put(self, key: UUID, value: Any) -> Any | None:
+        with self._put_lock:
+            try:
+                cached = self.get(key)
+            except KeyError:
+                cached = None
+            if cached is not None and value is not None and cached.version > value.version:
+                return None
+            return super().put(key, value)
+
+
 def _retry_delay(attempt: int) -> float:
     return float(min(0.05, 0.001 * (2**attempt)) * random.random())
 
@@ -148,6 +173,9 @@ class BatonApp(Application[UUID]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(env)
+        cache = self.repository.cache
+        if isinstance(cache, LRUCache) and not self.repository.fastforward:
+            self.repository.cache = NewestVersionCache(cache.maxsize)
         self.workspace = workspace
         self.ready_work = ready_work
         self.clock = clock
@@ -252,12 +280,16 @@ class BatonApp(Application[UUID]):
             raise StoreUnavailable(f"the event store failed: {error}") from error
 
     def _forget(self, aggregate_ids: set[UUID]) -> None:
+        """After a conflict: replaces the cached aggregates with their stored state (rather
+        than only evicting them, so a slower thread's late put of an older version is refused)."""
         cache = self.repository.cache
         if cache is None:
             return
         for aggregate_id in aggregate_ids:
             with suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
+            with suppress(AggregateNotFoundError, StoreUnavailable), self.store_errors():
+                self.repository.get(aggregate_id, deepcopy_from_cache=False)
 
     def _record_of(self, command_id: str) -> CommandRecord | None:
         try:
