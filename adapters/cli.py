@@ -924,7 +924,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="baton",
         description="Baton: task and step lifecycles for agents, over NATS.",
         parents=[_common(suppress=False)],
-        epilog="Exit codes: 0 ok, 2 a 4xx error or a usage mistake, 1 a 5xx error or no server.",
+        epilog="Exit codes: 0 ok, 2 a 4xx error or a usage mistake, 1 a 5xx error or no server; "
+        "watch: 3 when the task ended as error or cancelled, 124 on --timeout.",
     )
     parser.set_defaults(connect_timeout=3.0, request_timeout=10.0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

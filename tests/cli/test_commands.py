@@ -93,6 +93,12 @@ def test_create_reads_a_yaml_or_json_plan_file(service: Service, tmp_path: Path)
     }
 
 
+def test_a_repeated_command_id_gets_the_first_reply(service: Service) -> None:
+    first = service.json("task", "create", "once", "--step", "a", "--id", "cli-create-once")
+    again = service.json("task", "create", "once", "--step", "a", "--id", "cli-create-once")
+    assert again["task_id"] == first["task_id"]
+
+
 def test_depends_options_make_a_dependency_graph(service: Service) -> None:
     view = service.json(
         "task", "create", "deps",
