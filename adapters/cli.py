@@ -29,6 +29,7 @@ EXIT_USAGE = 2  # 4xx and mistakes on the command line
 EXIT_TASK_FAILED = 3  # `baton watch`: the task ended as error or cancelled
 EXIT_TIMEOUT = 124  # `baton watch --timeout`: still running when time ran out (as timeout(1))
 
+DEMO_TASK_NAME = "demo report"
 DEMO_PLAN: dict[str, Any] = {
     "goal": "A short report on a data set",
     "steps": [
@@ -812,15 +813,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     async def body(client: Any, out: Output) -> int:
         style = out.style
         say = (lambda text: None) if out.as_json else out.line
+        stale = await client.active(session_id=args.session)
+        if stale is not None:
+            if stale.get("task_name") != DEMO_TASK_NAME:
+                raise CliError(
+                    f"error: session {args.session!r} is busy with task {stale['task_id']}; "
+                    "pass another --session",
+                    EXIT_USAGE,
+                )
+            await client.cancel_task(task_id=stale["task_id"], reason="a new demo started")
+            say(f"cancelled the unfinished demo task {stale['task_id']}")
         view = await client.create_task(
-            task_name="demo report",
+            task_name=DEMO_TASK_NAME,
             task_instruction="Fetch a data set, summarise it and extract figures, then report.",
             session_id=args.session,
             plan=DEMO_PLAN,
         )
         task_id = view["task_id"]
         say(f"created task {style.paint(task_id, 'bold')}: fetch -> (summarise, extract) -> report")
-        say(style.paint(f"  watch it live in another shell: baton watch {task_id}", "dim"))
+        say(
+            style.paint(
+                f"  watch it live in another shell: baton watch {task_id}"
+                f" (or baton watch --session {args.session})",
+                "dim",
+            )
+        )
         await asyncio.sleep(args.pause)
         started = await client.start_task(task_id=task_id)
         say(f"started: trigger for {started['step']['step_name']} scheduled")
@@ -1051,7 +1068,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="directory (default: print AsyncAPI)")
 
     p = add(sub, "demo", cmd_demo, "run a small dependency plan to completion, step by step")
-    p.add_argument("--session", default=None, help="session id (default: the task id)")
+    p.add_argument("--session", default="demo", help="session id (default: demo)")
     p.add_argument("--pause", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--worker", default="demo-worker")
     return parser

@@ -11,6 +11,8 @@ import pytest
 from adapters.schema import render_documents
 from tests.cli.conftest import Service
 
+TWO = {"steps": [{"step_name": "a"}, {"step_name": "b"}]}
+
 GRAPH_YAML = """\
 goal: a report
 steps:
@@ -347,6 +349,17 @@ def test_projections_rebuild_replays_every_event(service: Service, tmp_path: Pat
     assert after["behind"] == 0
 
 
+def test_demo_cancels_an_unfinished_demo_in_its_session(service: Service) -> None:
+    stale = service.api("create_task", task_name="demo report", session_id="cli-demo-2", plan=TWO)[
+        "task_id"
+    ]
+    done = service.run("demo", "--pause", "0", "--session", "cli-demo-2")
+    assert f"cancelled the unfinished demo task {stale}" in done.stdout
+    busy = service.api("create_task", task_name="mine", session_id="cli-demo-3", plan=TWO)
+    refused = service.run("demo", "--session", "cli-demo-3", check=False)
+    assert_error(refused, 2, f"session 'cli-demo-3' is busy with task {busy['task_id']}")
+
+
 def test_demo_runs_a_dependency_plan_to_completion(service: Service) -> None:
     done = service.run("demo", "--pause", "0", "--session", "cli-demo")
     out = done.stdout
@@ -354,7 +367,7 @@ def test_demo_runs_a_dependency_plan_to_completion(service: Service) -> None:
         assert f"✔ {name} completed" in out
     assert "completed  4/4 steps" in out
     final = json.loads(service.run("demo", "--pause", "0", "--json").stdout)
-    assert final["status"] == "completed"
+    assert final["status"] == "completed" and final["session_id"] == "demo"
     assert final["steps"][3]["context"]["summarise"].startswith("Sales grew")
 
 
