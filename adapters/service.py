@@ -291,7 +291,7 @@ class BatonService:
         return command.model_copy(update={"plan": plan})
 
     def _is_known(self, command_id: str) -> bool:
-        return self.app._record_of(command_id) is not None
+        return self.app.reply_for(command_id) is not None
 
     def _task_to_replan(self, command: c.ReplanTask | c.NextStep) -> dict[str, Any]:
         """The task's view, after the checks the command itself makes (404 / 409 first)."""

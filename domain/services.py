@@ -291,6 +291,11 @@ class BatonApp(Application[UUID]):
             with suppress(AggregateNotFoundError, StoreUnavailable), self.store_errors():
                 self.repository.get(aggregate_id, deepcopy_from_cache=False)
 
+    def reply_for(self, command_id: str) -> Reply | None:
+        """The stored first reply of an applied command id, or None."""
+        record = self._record_of(command_id)
+        return None if record is None else record.reply
+
     def _record_of(self, command_id: str) -> CommandRecord | None:
         try:
             with self.store_errors():
@@ -383,6 +388,7 @@ def create_task(app: BatonApp, uow: UnitOfWork, cmd: c.CreateTask) -> Reply:
         context=plan.context,
         queued=not running,
         workspace=workspace,
+        created_at=app.clock(),
     )
     uow.add(task)
     if running:
@@ -477,11 +483,15 @@ def add_context(app: BatonApp, uow: UnitOfWork, cmd: c.AddContext) -> Reply:
     return task_view(task)
 
 
-def _urgency(task: Task, step: Step) -> tuple[float, int]:
+def _urgency(task: Task, step: Step) -> tuple[int, float, float, str, int]:
+    """Most urgent first: priority, then fire_at, then age — the queue view's order too. A
+    step's pending trigger sets its priority and fire_at; otherwise its task does."""
     trigger = task.trigger
     if trigger is not None and trigger["step_id"] == step.step_id:
-        return (float(trigger["fire_at"]), step.step_index)
-    return (task.created_at, step.step_index)
+        priority, fire_at = int(trigger["priority"]), float(trigger["fire_at"])
+    else:
+        priority, fire_at = task.priority, task.created_at
+    return (priority, fire_at, task.created_at, task.task_id, step.step_index)
 
 
 def _claimable(task: Task) -> list[Step]:
@@ -523,7 +533,7 @@ def claim_step(app: BatonApp, uow: UnitOfWork, cmd: c.ClaimStep) -> Reply:
         raise InvalidRequest("step.claim needs a session_id or a task_id here")
     candidates = [(task, step) for task in scope for step in _claimable(task)[:1]]
     if candidates:
-        task, step = min(candidates, key=lambda ts: (ts[0].priority, *_urgency(*ts)))
+        task, step = min(candidates, key=lambda ts: _urgency(*ts))
         if step.status == StepStatus.PENDING.value:
             task.start_step(step)
         task.claim(step, worker)
