@@ -1,0 +1,547 @@
+"""The conformance harness: a property-based state machine driven over NATS against any running
+Baton deployment, checking the contract's laws after every command.
+
+    from adapters.harness import run_harness
+    report = run_harness("nats://127.0.0.1:4222", prefix="baton", examples=50)
+    assert report.ok, report.failure
+
+or ``python -m adapters.harness --nats URL --prefix P --examples N`` (exit status 1 on a break).
+
+Hypothesis generates sequences of commands (creates with sequential and graph plans, start,
+next, replan, step complete / fail / skip / retry, claim, task complete / fail / cancel, context,
+and invalid ones: unknown ids, malformed requests, bad plans) and sends them through
+``BatonClient``. After each command it checks the reply against a simple reference model (task
+statuses, sessions' queues, which step commands the lifecycle table allows) and the laws:
+
+- a rejected command changes no task's version, and its error is the contract's;
+- at most one current step in a sequential plan when no claims were used;
+- no step is current while one of its dependencies is unfinished;
+- a running task never has every step finished (it completes by itself);
+- history versions are contiguous, and the view at the last version is the current view.
+
+A break is reported with the shrunk command sequence that shows it (Hypothesis prints it as a
+program). Every run names its tasks and sessions with a fresh prefix, so it can run against a
+shared deployment: it only touches what it created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.reporting import with_reporter
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from adapters.client import BatonClient, BatonRequestError
+
+T = TypeVar("T")
+
+FINISHED = frozenset({"completed", "skipped", "cancelled"})
+SATISFIED = frozenset({"completed", "skipped"})
+ENDED = frozenset({"completed", "error", "cancelled"})
+NAMES = ("a", "b", "c", "d", "e")
+
+
+class LoopThread:
+    """An asyncio event loop in a daemon thread: synchronous code runs coroutines on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="harness", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class HarnessReport:
+    """What a run did, and the first contract break it found (with its shrunk program)."""
+
+    nats_url: str
+    prefix: str
+    run_id: str
+    examples: int
+    commands: int = 0
+    rejected: int = 0
+    checks: int = 0
+    tasks: int = 0
+    seconds: float = 0.0
+    failure: str | None = None
+    program: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def summary(self) -> str:
+        verdict = "no contract break" if self.ok else "CONTRACT BREAK"
+        text = (
+            f"baton harness {self.run_id} against {self.nats_url} (prefix {self.prefix}): "
+            f"{verdict}; {self.examples} examples, {self.commands} commands "
+            f"({self.rejected} rejected as expected), {self.tasks} tasks, {self.checks} checks "
+            f"in {self.seconds:.1f} s"
+        )
+        if not self.ok:
+            text += f"\n{self.failure}\nShrunk program:\n" + "\n".join(self.program)
+        return text
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid plan: sequential (no depends_on), or a DAG over earlier step names."""
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=4, unique=True))
+    if draw(st.booleans()):
+        return {"steps": [{"step_name": n, "description": f"do {n}"} for n in names]}
+    steps = []
+    for i, name in enumerate(names):
+        depends = draw(st.lists(st.sampled_from(names[:i]), unique=True)) if i else []
+        steps.append({"step_name": name, "description": f"do {name}", "depends_on": depends})
+    return {"steps": steps}
+
+
+bad_plans = st.sampled_from(
+    [
+        {"steps": []},
+        {"steps": [{"step_name": "a"}, {"step_name": "a"}]},
+        {"steps": [{"step_name": "a", "depends_on": ["nope"]}]},
+        {
+            "steps": [
+                {"step_name": "a", "depends_on": ["b"]},
+                {"step_name": "b", "depends_on": ["a"]},
+            ]
+        },
+    ]
+)
+
+malformed = st.sampled_from(
+    [
+        ("task.create", b"{not json"),
+        ("task.create", b"[]"),
+        ("task.create", b'{"task_name": 5}'),
+        ("task.create", b'{"task_name": "t", "unknown": 1}'),
+        ("task.create", b'{"task_name": "t", "session_id": "../../etc/passwd"}'),
+        ("task.next", b'{"task_id": null}'),
+        ("step.complete", b'{"task_id": "x"}'),
+        ("task.start", b'{"task_id": "x", "delay_s": -1}'),
+        ("query.tasks", b'{"limit": 0}'),
+        ("task.context", b'{"task_id": "x", "key": ""}'),
+    ]
+)
+
+
+def is_sequential(plan: dict[str, Any]) -> bool:
+    return all("depends_on" not in s for s in plan["steps"])
+
+
+# -- the machine -------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskModel:
+    task_id: str
+    session: str
+    status: str
+    sequential: bool
+    claimed: bool = False
+    view: dict[str, Any] = field(default_factory=dict)
+
+
+class ContractBreak(AssertionError):
+    """Baton did something the contract does not allow."""
+
+
+def make_machine(
+    runner: LoopThread, client: BatonClient, report: HarnessReport
+) -> type[RuleBasedStateMachine]:
+    """The state machine class, bound to a live client."""
+
+    def call(coro: Coroutine[Any, Any, T]) -> T:
+        return runner.run(coro, timeout=client.timeout * 3)
+
+    class BatonContract(RuleBasedStateMachine):
+        examples = 0
+
+        def __init__(self) -> None:
+            super().__init__()
+            BatonContract.examples += 1
+            self.example = f"{report.run_id}-{BatonContract.examples}"
+            self.tasks: list[TaskModel] = []
+            self.queues: dict[str, list[str]] = {}  # session -> queued task ids, in order
+            self.running: dict[str, str | None] = {}  # session -> its running task
+
+        # -- sending ---------------------------------------------------------------------------
+        def send(self, method: str, **args: Any) -> tuple[Any, BatonRequestError | None]:
+            """The reply or the error; an error must change no task's version."""
+            report.commands += 1
+            before = self.known_versions()
+            try:
+                return call(getattr(client, method)(**args)), None
+            except BatonRequestError as error:
+                report.rejected += 1
+                self.expect(error.code in (400, 404, 409, 413), f"{method} gave {error}")
+                self.expect(bool(error.reason and error.message), f"{method}: error {error}")
+                self.expect(self.versions() == before, f"rejected {method} changed a version")
+                return None, error
+
+        def known_versions(self) -> dict[str, int]:
+            """The versions the last check saw (it runs after every command)."""
+            return {t.task_id: int(t.view["version"]) for t in self.tasks if t.view}
+
+        def versions(self) -> dict[str, int]:
+            known = self.known_versions()
+            return {
+                t.task_id: int(self.fetch(t)["version"]) for t in self.tasks if t.task_id in known
+            }
+
+        def fetch(self, task: TaskModel) -> dict[str, Any]:
+            view: dict[str, Any] = call(client.task(task_id=task.task_id))
+            return view
+
+        def expect(self, condition: bool, message: str) -> None:
+            report.checks += 1
+            if not condition:
+                raise ContractBreak(message)
+
+        def pick(self, index: int) -> TaskModel:
+            return self.tasks[index % len(self.tasks)]
+
+        def ended(self, task: TaskModel) -> None:
+            """The model's session hand-off: the next queued task of the session starts."""
+            if self.running.get(task.session) == task.task_id:
+                queue = self.queues.get(task.session, [])
+                self.running[task.session] = queue.pop(0) if queue else None
+                for other in self.tasks:
+                    if other.task_id == self.running[task.session]:
+                        other.status = "running"
+            elif task.task_id in self.queues.get(task.session, []):
+                self.queues[task.session].remove(task.task_id)
+
+        def set_status(self, task: TaskModel, status: str) -> None:
+            was_live = task.status not in ENDED
+            task.status = status
+            if was_live and status in ENDED:
+                self.ended(task)
+
+        def step_of(self, task: TaskModel, index: int) -> dict[str, Any]:
+            steps: list[dict[str, Any]] = task.view["steps"]
+            return steps[index % len(steps)]
+
+        # -- rules -----------------------------------------------------------------------------
+        @rule(plan=plans(), session=st.integers(0, 1), priority=st.integers(0, 9))
+        def create(self, plan: dict[str, Any], session: int, priority: int) -> None:
+            session_id = f"{self.example}-s{session}"
+            reply, error = self.send(
+                "create_task",
+                task_name=f"{self.example} task {len(self.tasks)}",
+                session_id=session_id,
+                priority=priority,
+                plan=plan,
+            )
+            self.expect(error is None, f"a valid create was rejected: {error}")
+            busy = self.running.get(session_id) is not None
+            expected = "queued" if busy else "running"
+            self.expect(reply["status"] == expected, f"created {reply['status']}, not {expected}")
+            task = TaskModel(reply["task_id"], session_id, expected, is_sequential(plan))
+            self.tasks.append(task)
+            if busy:
+                self.queues.setdefault(session_id, []).append(task.task_id)
+            else:
+                self.running[session_id] = task.task_id
+            report.tasks += 1
+
+        @rule(plan=bad_plans)
+        def create_with_a_bad_plan(self, plan: dict[str, Any]) -> None:
+            _, error = self.send("create_task", task_name=f"{self.example} bad", plan=plan)
+            self.expect(error is not None and error.code == 400, f"bad plan accepted: {plan}")
+
+        @rule(message=malformed)
+        def malformed_request(self, message: tuple[str, bytes]) -> None:
+            subject, body = message
+            report.commands += 1
+            before = self.known_versions()
+            try:
+                call(client.request_raw(subject, body))
+            except BatonRequestError as error:
+                report.rejected += 1
+                self.expect(error.code == 400, f"{subject} {body!r} gave {error}")
+                self.expect(self.versions() == before, "a malformed request changed a version")
+            else:
+                self.expect(False, f"{subject} {body!r} was accepted")
+
+        @rule(verb=st.sampled_from(["task", "complete_step", "next_step", "cancel_task"]))
+        def unknown_task(self, verb: str) -> None:
+            task_id = f"{self.example}-missing"
+            args: dict[str, Any] = {"task_id": task_id}
+            if verb == "complete_step":
+                args["step_id"] = f"{task_id}.0"
+            if verb == "task":
+                _, error = (None, None)
+                try:
+                    call(client.task(task_id=task_id))
+                except BatonRequestError as caught:
+                    error = caught
+            else:
+                _, error = self.send(verb, **args)
+            self.expect(error is not None and error.code == 404, f"{verb} of nothing: {error}")
+
+        @precondition(lambda self: self.tasks)
+        @rule(index=st.integers(0, 9), delay=st.sampled_from([0.0, 3600.0]))
+        def start(self, index: int, delay: float) -> None:
+            task = self.pick(index)
+            reply, error = self.send("start_task", task_id=task.task_id, delay_s=delay)
+            if task.status != "running":
+                self.expect(error is not None and error.code == 409, f"start of {task.status}")
+            else:
+                self.expect(error is None, f"start of a running task: {error}")
+                self.expect(reply["status"] in ("queued", "no_next_step"), f"start: {reply}")
+
+        @precondition(lambda self: self.tasks)
+        @rule(index=st.integers(0, 9))
+        def next(self, index: int) -> None:
+            task = self.pick(index)
+            reply, error = self.send("next_step", task_id=task.task_id)
+            if task.status != "running":
+                self.expect(error is not None and error.code == 409, f"next of {task.status}")
+                return
+            self.expect(error is None, f"next of a running task: {error}")
+            self.expect(reply["status"] in ("queued", "completed", "no_next_step"), str(reply))
+            if reply["status"] == "completed":
+                self.set_status(task, "completed")
+
+        @precondition(lambda self: self.tasks)
+        @rule(index=st.integers(0, 9), plan=plans(), advance=st.booleans())
+        def replan(self, index: int, plan: dict[str, Any], advance: bool) -> None:
+            task = self.pick(index)
+            reply, error = self.send(
+                "replan_task", task_id=task.task_id, plan=plan, advance_next=advance
+            )
+            if task.status in ENDED or (advance and task.status != "running"):
+                # Ended: no replan; queued: replanned, it could not advance as task.next does.
+                self.expect(error is not None and error.code == 409, f"replan of {task.status}")
+                return
+            if error is not None:  # e.g. a current step made to wait on an unfinished one
+                self.expect(error.reason == "invalid_plan", f"replan: {error}")
+                return
+            task.sequential = task.sequential and is_sequential(plan)
+            self.expect(set(reply["diff"]) == {"added", "changed", "removed"}, str(reply))
+            self.set_status(task, reply["status"])
+
+        @precondition(lambda self: self.tasks)
+        @rule(
+            index=st.integers(0, 9),
+            step=st.integers(0, 9),
+            verb=st.sampled_from(["complete", "fail", "skip", "retry"]),
+        )
+        def step_command(self, index: int, step: int, verb: str) -> None:
+            task = self.pick(index)
+            target = self.step_of(task, step)
+            reply, error = self.send(
+                f"{verb}_step", task_id=task.task_id, step_id=target["step_id"]
+            )
+            status = target["status"]
+            allowed = {
+                "complete": status == "current" or (status == "pending" and target["ready"]),
+                "fail": status in ("pending", "current"),
+                "skip": status in ("pending", "current", "failed"),
+                "retry": status == "failed",
+            }[verb]
+            if task.status != "running" or not allowed:
+                self.expect(
+                    error is not None and error.code == 409,
+                    f"{verb} of a {status} step of a {task.status} task: {reply or error}",
+                )
+                return
+            self.expect(error is None, f"{verb} of a {status} step was refused: {error}")
+            after = {"complete": "completed", "fail": "failed", "skip": "skipped"}
+            self.expect(reply["status"] == after.get(verb, "pending"), f"{verb}: {reply}")
+            self.set_status(task, reply["task_status"])
+
+        @precondition(lambda self: self.tasks)
+        @rule(index=st.integers(0, 9), by_session=st.booleans())
+        def claim(self, index: int, by_session: bool) -> None:
+            task = self.pick(index)
+            scope = {"session_id": task.session} if by_session else {"task_id": task.task_id}
+            reply, error = self.send("claim_step", worker=f"{self.example}-w", **scope)
+            self.expect(error is None, f"claim: {error}")
+            for other in self.tasks:
+                if other.session == task.session:
+                    other.claimed = True
+            if reply["step"] is not None:
+                self.expect(reply["queue_status"] == "in_progress", str(reply))
+                self.expect(reply["step"]["status"] == "current", str(reply))
+            else:
+                self.expect(reply["queue_status"] in ("blocked", "done", "failed"), str(reply))
+
+        @precondition(lambda self: self.tasks)
+        @rule(index=st.integers(0, 9), verb=st.sampled_from(["complete", "fail", "cancel"]))
+        def end(self, index: int, verb: str) -> None:
+            task = self.pick(index)
+            reply, error = self.send(f"{verb}_task", task_id=task.task_id)
+            if task.status in ENDED:
+                self.expect(error is not None and error.code == 409, f"{verb} of {task.status}")
+                return
+            self.expect(error is None, f"{verb} of a {task.status} task: {error}")
+            expected = {"complete": "completed", "fail": "error", "cancel": "cancelled"}[verb]
+            self.expect(reply["status"] == expected, f"{verb}: {reply['status']}")
+            if verb == "cancel":
+                left = [s["step_name"] for s in reply["steps"] if s["status"] in ("pending",)]
+                self.expect(not left, f"cancel left pending steps {left}")
+            self.set_status(task, expected)
+
+        @precondition(lambda self: self.tasks)
+        @rule(index=st.integers(0, 9), key=st.sampled_from(["k", "j"]), value=st.integers())
+        def context(self, index: int, key: str, value: int) -> None:
+            task = self.pick(index)
+            reply, error = self.send("add_context", task_id=task.task_id, key=key, value=value)
+            if task.status in ENDED:
+                self.expect(error is not None and error.code == 409, f"context of {task.status}")
+                return
+            self.expect(error is None, f"context: {error}")
+            self.expect(reply["context"].get(key) == value, "context not added")
+
+        # -- laws ------------------------------------------------------------------------------
+        @invariant()
+        def laws(self) -> None:
+            for task in self.tasks:
+                view = self.fetch(task)
+                task.view = view
+                self.expect(
+                    view["status"] == task.status,
+                    f"{task.task_id} is {view['status']}; the model says {task.status}",
+                )
+                self.check_view(task, view)
+                events = call(client.history(task_id=task.task_id))["events"]
+                versions = [e["version"] for e in events]
+                self.expect(
+                    versions == list(range(1, view["version"] + 1)),
+                    f"{task.task_id}: history versions {versions}",
+                )
+                then = call(client.history(task_id=task.task_id, version=view["version"]))
+                self.expect(
+                    then["task"]["version"] == view["version"]
+                    and [s["status"] for s in then["task"]["steps"]]
+                    == [s["status"] for s in view["steps"]]
+                    and then["task"]["status"] == view["status"],
+                    f"{task.task_id}: the view at version {view['version']} is not the view",
+                )
+
+        def check_view(self, task: TaskModel, view: dict[str, Any]) -> None:
+            steps = {s["step_name"]: s for s in view["steps"]}
+            current = [s for s in view["steps"] if s["status"] == "current"]
+            if task.sequential and not task.claimed:
+                self.expect(len(current) <= 1, f"{task.task_id}: {len(current)} current steps")
+            if view["status"] != "running":
+                self.expect(
+                    not [s for s in view["steps"] if s["ready"]],
+                    f"{task.task_id}: ready steps in a {view['status']} task",
+                )
+            for step in current:
+                waiting = [
+                    d
+                    for d in step["depends_on"]
+                    if d in steps and steps[d]["status"] not in SATISFIED
+                ]
+                self.expect(not waiting, f"{step['step_id']} is current, waiting on {waiting}")
+            if view["status"] == "running":
+                self.expect(
+                    not all(s["status"] in FINISHED for s in view["steps"]),
+                    f"{task.task_id}: every step finished but the task is still running",
+                )
+
+    return BatonContract
+
+
+def run_harness(
+    nats_url: str,
+    prefix: str = "baton",
+    examples: int = 50,
+    *,
+    steps: int = 20,
+    timeout: float = 10.0,
+    connect_options: dict[str, Any] | None = None,
+) -> HarnessReport:
+    """Runs the state machine against the deployment at ``nats_url``; returns the report (its
+    ``failure`` and ``program`` name the first contract break, shrunk)."""
+    from hypothesis.stateful import run_state_machine_as_test
+
+    report = HarnessReport(nats_url, prefix, f"harness-{uuid.uuid4().hex[:8]}", examples)
+    runner = LoopThread()
+    started = time.monotonic()
+    try:
+        client = runner.run(
+            BatonClient.connect(nats_url, prefix=prefix, timeout=timeout, **(connect_options or {}))
+        )
+        try:
+            machine = make_machine(runner, client, report)
+            lines: list[object] = []
+            try:
+                with with_reporter(lines.append):
+                    run_state_machine_as_test(
+                        machine,
+                        settings=settings(
+                            max_examples=examples,
+                            stateful_step_count=steps,
+                            deadline=None,
+                            database=None,
+                            suppress_health_check=list(HealthCheck),
+                            print_blob=False,
+                        ),
+                    )
+            except Exception as error:  # a break (or the deployment failing): report it
+                report.failure = f"{type(error).__name__}: {error}"
+                notes = [*lines, *getattr(error, "__notes__", [])]
+                report.program = [line for text in notes for line in str(text).splitlines()]
+        finally:
+            runner.run(client.close())
+    finally:
+        runner.close()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+async def run_harness_async(
+    nats_url: str, prefix: str = "baton", examples: int = 50, **options: Any
+) -> HarnessReport:
+    """``run_harness`` from a coroutine (it runs in a worker thread)."""
+    return await asyncio.to_thread(run_harness, nats_url, prefix, examples, **options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``--nats URL --prefix P --examples N``: prints the report; 0 when no break was found."""
+    parser = argparse.ArgumentParser(
+        prog="baton harness",
+        description="Check a running Baton deployment against the contract's laws.",
+    )
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="the NATS server URL")
+    parser.add_argument("--prefix", default="baton", help="the deployment's subject prefix")
+    parser.add_argument("--examples", type=int, default=50, help="command sequences to try")
+    parser.add_argument("--steps", type=int, default=20, help="commands per sequence, at most")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per request, in seconds")
+    args = parser.parse_args(argv)
+    report = run_harness(
+        args.nats, args.prefix, args.examples, steps=args.steps, timeout=args.timeout
+    )
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
