@@ -1,0 +1,171 @@
+"""Security basics: Baton connects to a nats-server that demands a user and password, a token, or
+TLS, when its BATON_NATS_* settings say how, and does not serve (saying why in its log) when
+they are missing or wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.client import BatonClient
+from adapters.natsserver import find_nats_server, free_port, nats_answers
+from tests.faults.support import ServiceProcess, new_prefix
+
+USER, PASSWORD, TOKEN = "baton", "s3cret-pw", "s3cret-token"
+
+
+class SecuredServer:
+    def __init__(self, directory: Path, *args: str, scheme: str = "nats") -> None:
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        base = [str(find_nats_server()), "-a", "127.0.0.1", "-p", str(self.port)]
+        self.process = subprocess.Popen(
+            [*base, "-js", "-sd", str(directory / "js"), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not nats_answers(f"nats://127.0.0.1:{self.port}", timeout=0.2):
+            assert self.process.poll() is None and time.monotonic() < deadline, "no nats-server"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def user_server(tmp_path: Path) -> Iterator[SecuredServer]:
+    server = SecuredServer(tmp_path, "--user", USER, "--pass", PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[SecuredServer]:
+    server = SecuredServer(tmp_path, "--auth", TOKEN)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[SecuredServer, Path]]:
+    """A server with a certificate signed by a throwaway CA; yields it and the CA file."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    rsa = ("-newkey", "rsa:2048", "-nodes")
+    openssl(
+        "req", "-x509", *rsa, "-days", "1", "-subj", "/CN=ca", "-keyout", "ca.key", "-out", "ca.pem"
+    )
+    openssl("req", *rsa, "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    signing = ("-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-extfile", "san.ext")
+    openssl("x509", "-req", "-in", "server.csr", *signing, "-days", "1", "-out", "server.pem")
+    server = SecuredServer(
+        tmp_path,
+        "--tls",
+        "--tlscert",
+        str(tmp_path / "server.pem"),
+        "--tlskey",
+        str(tmp_path / "server.key"),
+        scheme="tls",
+    )
+    yield server, tmp_path / "ca.pem"
+    server.stop()
+
+
+async def round_trip(url: str, prefix: str, **options: object) -> None:
+    async with await BatonClient.connect(url, prefix=prefix, **options) as client:
+        task = await client.create_task(task_name="secure", plan={"steps": [{"step_name": "a"}]})
+        assert (await client.next_step(task_id=task["task_id"]))["status"] == "completed"
+
+
+def refused(service: ServiceProcess) -> str:
+    """Starts the service expecting it never to become ready; returns its log."""
+    try:
+        service.start(timeout=3)
+    except AssertionError:
+        pass
+    else:
+        raise AssertionError("Baton served without the right credentials")
+    log = service.all_logs()
+    assert "baton: ready" not in log
+    return log
+
+
+async def test_baton_connects_with_a_user_and_password(
+    user_server: SecuredServer, tmp_path: Path
+) -> None:
+    env = {"BATON_NATS_USER": USER, "BATON_NATS_PASSWORD": PASSWORD}
+    service = ServiceProcess(user_server.url, tmp_path / "data", new_prefix(), env=env)
+    await asyncio.to_thread(service.start)
+    try:
+        await round_trip(user_server.url, service.prefix, user=USER, password=PASSWORD)
+        assert PASSWORD not in service.log()
+    finally:
+        service.kill()
+
+
+async def test_baton_connects_with_a_token(token_server: SecuredServer, tmp_path: Path) -> None:
+    env = {"BATON_NATS_TOKEN": TOKEN}
+    service = ServiceProcess(token_server.url, tmp_path / "data", new_prefix(), env=env)
+    await asyncio.to_thread(service.start)
+    try:
+        await round_trip(token_server.url, service.prefix, token=TOKEN)
+        assert TOKEN not in service.log()
+    finally:
+        service.kill()
+
+
+async def test_baton_verifies_the_servers_certificate_with_the_configured_ca(
+    tls_server: tuple[SecuredServer, Path], tmp_path: Path
+) -> None:
+    import ssl
+
+    server, ca = tls_server
+    env = {"BATON_NATS_TLS_CA": str(ca)}
+    service = ServiceProcess(server.url, tmp_path / "data", new_prefix(), env=env)
+    await asyncio.to_thread(service.start)
+    try:
+        await round_trip(server.url, service.prefix, tls=ssl.create_default_context(cafile=ca))
+    finally:
+        service.kill()
+    # Without the CA the certificate is not trusted: no service.
+    untrusted = ServiceProcess(server.url, tmp_path / "data2", new_prefix())
+    try:
+        log = await asyncio.to_thread(refused, untrusted)
+        assert "CERTIFICATE_VERIFY_FAILED" in log, log[-2000:]
+    finally:
+        untrusted.kill()
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"BATON_NATS_USER": USER, "BATON_NATS_PASSWORD": "wrong"}], ids=["none", "wrong"]
+)
+async def test_without_the_right_credentials_baton_does_not_serve_and_logs_why(
+    user_server: SecuredServer, tmp_path: Path, env: dict[str, str]
+) -> None:
+    service = ServiceProcess(user_server.url, tmp_path / "data", new_prefix(), env=env)
+    try:
+        log = await asyncio.to_thread(refused, service)
+        assert "Authorization Violation" in log, log[-2000:]
+        # NOTE: it keeps retrying rather than exiting (reported to the lead).
+    finally:
+        service.kill()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: BATON_NATS_NKEY_SEED and BATON_NATS_CREDS need the 'nkeys' package "
+    "(nats-py imports it for both), which Baton's dependencies do not install",
+)
+def test_the_nkeys_package_that_nkey_and_creds_auth_need_is_installed() -> None:
+    assert importlib.util.find_spec("nkeys") is not None
