@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from adapters.schema import render_documents
 from tests.cli.conftest import Service
 
@@ -371,6 +369,8 @@ def test_demo_runs_a_dependency_plan_to_completion(service: Service) -> None:
     assert final["steps"][3]["context"]["summarise"].startswith("Sales grew")
 
 
-@pytest.mark.parametrize("command", [["task", "--help"], ["step", "--help"], ["--help"]])
-def test_help_lists_the_commands(service: Service, command: list[str]) -> None:
-    assert "usage: baton" in service.run(*command).stdout
+def test_help_lists_the_commands_and_exit_codes(service: Service) -> None:
+    text = service.run("--help").stdout
+    for command in ("serve", "task", "step", "show", "watch", "history", "queue", "ls", "demo"):
+        assert f"    {command} " in text
+    assert "124 on --timeout" in " ".join(text.split())
