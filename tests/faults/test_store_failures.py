@@ -286,12 +286,6 @@ async def test_postgres_connections_killed_and_refused_mid_load_lose_nothing(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: while PostgreSQL refuses connections a command waits ~50 s (eventsourcing retries "
-    "10 times, each waiting POSTGRES_CONNECT_TIMEOUT=5 s for the pool) before its 503, and the "
-    "group committer's one writer holds every other command meanwhile; clients time out first",
-)
 async def test_a_postgres_outage_gives_a_503_within_the_clients_default_timeout(
     nats_url: str, tmp_path: Path, postgres_db: dict[str, Any]
 ) -> None:
