@@ -5,11 +5,11 @@ Shared by the service (which answers) and the client (which asks), so both read 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from domain import codec
 from domain import commands as c
 from domain.errors import BatonError, InvalidRequest, TooLarge
 from domain.limits import MAX_REQUEST_BYTES
@@ -46,7 +46,7 @@ def endpoint_name(subject: str) -> str:
 
 def encode(value: Any) -> bytes:
     """Compact JSON, as every reply is sent."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return codec.dumps_bytes(value)
 
 
 #: Pydantic error types that mean "a field is bigger than its limit": answered with 413.

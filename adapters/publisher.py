@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -42,6 +41,7 @@ from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 from nats.js.api import StorageType, StreamConfig
 
+from domain import codec
 from domain.model import Task
 from domain.services import BatonApp
 from domain.views import history_entry
@@ -146,7 +146,7 @@ def _json_default(value: Any) -> Any:
 
 def encode(body: Any) -> bytes:
     """The JSON of a published message."""
-    return json.dumps(body, default=_json_default, separators=(",", ":")).encode()
+    return codec.dumps_bytes(body, _json_default)
 
 
 class _Pump:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from functools import lru_cache
 from typing import Final
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -22,14 +23,17 @@ def new_task_id(task_name: str) -> str:
     return f"{slug}-{secrets.token_hex(4)}"
 
 
+@lru_cache(maxsize=65536)
 def task_uuid(task_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"task:{task_id}")
 
 
+@lru_cache(maxsize=65536)
 def session_uuid(session_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"session:{session_id}")
 
 
+@lru_cache(maxsize=65536)
 def command_uuid(command_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"command:{command_id}")
 

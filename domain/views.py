@@ -9,12 +9,16 @@ from eventsourcing.domain import CanMutateAggregate
 from domain.lifecycle import StepStatus
 from domain.model import Step, Task
 
+_PENDING = StepStatus.PENDING.value
 _BASE_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "display_message", "originator_topic"}
 )
 
 
 def step_view(task: Task, step: Step) -> dict[str, Any]:
+    status = step.status
+    pending = status == _PENDING
+    satisfied = task.dependencies_satisfied(step)  # what is_ready and blocked both need
     view: dict[str, Any] = {
         "task_id": task.task_id,
         "step_id": step.step_id,
@@ -24,10 +28,9 @@ def step_view(task: Task, step: Step) -> dict[str, Any]:
         "action_instruction": step.action_instruction,
         "validation_instruction": step.validation_instruction,
         "depends_on": list(step.depends_on),
-        "status": step.status,
-        "ready": task.is_ready(step),
-        "blocked": step.status == StepStatus.PENDING.value
-        and not task.dependencies_satisfied(step),
+        "status": status,
+        "ready": pending and satisfied and task.running,
+        "blocked": pending and not satisfied,
         "attempts": step.attempts,
         "context": dict(step.context),
         "parent_action_id": step.parent_action_id,

@@ -19,7 +19,6 @@ the event's version: memory stays bounded and a batch reads each aggregate at mo
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
+from domain import codec
 from domain.errors import InvalidRequest, NotFound
 from domain.model import Task
 from domain.services import BatonApp
@@ -514,7 +514,7 @@ class Projections:
 
 
 def _loads(text: str) -> Any:  # the views hold JSON objects
-    return json.loads(text)
+    return codec.loads(text)
 
 
 def _cursor_position(after: str | None) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from domain import codec
 from domain.lifecycle import StepStatus
 from domain.model import Step, Task
 from domain.views import step_view, task_summary, task_view
@@ -13,7 +13,7 @@ _OPEN = {StepStatus.PENDING.value, StepStatus.CURRENT.value}
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return codec.dumps(value)
 
 
 def task_row(task: Task, seq: int) -> tuple[Any, ...]:
