@@ -72,6 +72,7 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self.exit_code: int | None = None
         self.log_dir = data_dir.parent / "logs"
 
     @property
@@ -117,6 +118,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while "baton: ready" not in self.log():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.exit_code = self.process.poll()
                 self.kill()
                 raise AssertionError(f"{self.name} did not become ready:\n{self.log()}")
             time.sleep(0.05)

@@ -5,7 +5,7 @@ they are missing or wrong."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -157,15 +157,38 @@ async def test_without_the_right_credentials_baton_does_not_serve_and_logs_why(
     try:
         log = await asyncio.to_thread(refused, service)
         assert "Authorization Violation" in log, log[-2000:]
-        # NOTE: it keeps retrying rather than exiting (reported to the lead).
+        # Refused credentials end the process with a clear message instead of retrying forever.
+        assert "refused Baton's credentials" in log, log[-2000:]
+        assert service.exit_code == 2
     finally:
         service.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: BATON_NATS_NKEY_SEED and BATON_NATS_CREDS need the 'nkeys' package "
-    "(nats-py imports it for both), which Baton's dependencies do not install",
-)
-def test_the_nkeys_package_that_nkey_and_creds_auth_need_is_installed() -> None:
-    assert importlib.util.find_spec("nkeys") is not None
+@pytest.fixture
+def nkey_server(tmp_path: Path) -> Iterator[tuple[SecuredServer, Path]]:
+    """A server that admits one nkey user; yields it and a file holding the user's seed."""
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_bytes(seed)
+    config = tmp_path / "nkey.conf"
+    config.write_text(f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n')
+    server = SecuredServer(tmp_path, "-c", str(config))
+    yield server, seed_file
+    server.stop()
+
+
+async def test_baton_connects_with_an_nkey_seed(
+    nkey_server: tuple[SecuredServer, Path], tmp_path: Path
+) -> None:
+    server, seed_file = nkey_server
+    env = {"BATON_NATS_NKEY_SEED": str(seed_file)}
+    service = ServiceProcess(server.url, tmp_path / "data", new_prefix(), env=env)
+    await asyncio.to_thread(service.start)
+    try:
+        await round_trip(server.url, service.prefix, nkeys_seed=str(seed_file))
+        assert seed_file.read_text() not in service.log()
+    finally:
+        service.kill()
