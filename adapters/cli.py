@@ -345,6 +345,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_harness(args: argparse.Namespace) -> int:
+    """Runs the property-based state machine over NATS; exit 1 on a contract break."""
+    from adapters.harness import run_harness
+
+    settings = settings_of(args)
+    report = run_harness(
+        settings.nats_url,
+        settings.subject_prefix,
+        args.examples,
+        steps=args.steps,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), ensure_ascii=False), flush=True)
+    else:
+        print(report.summary(), flush=True)
+    return EXIT_OK if report.ok else EXIT_SERVER
+
+
 def cmd_task_create(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
 
@@ -1066,6 +1085,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "schema", cmd_schema, "write the AsyncAPI document and JSON Schemas")
     p.add_argument("--out", default=None, metavar="DIR", help="directory (default: print AsyncAPI)")
+
+    p = add(sub, "harness", cmd_harness, "check a running deployment against the contract's laws")
+    p.add_argument("--examples", type=int, default=50, help="command sequences to try")
+    p.add_argument("--steps", type=int, default=20, help="commands per sequence, at most")
+    p.add_argument("--timeout", type=float, default=10.0, help="per request, in seconds")
 
     p = add(sub, "demo", cmd_demo, "run a small dependency plan to completion, step by step")
     p.add_argument("--session", default="demo", help="session id (default: demo)")

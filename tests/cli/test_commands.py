@@ -371,6 +371,14 @@ def test_demo_runs_a_dependency_plan_to_completion(service: Service) -> None:
 
 def test_help_lists_the_commands_and_exit_codes(service: Service) -> None:
     text = service.run("--help").stdout
-    for command in ("serve", "task", "step", "show", "watch", "history", "queue", "ls", "demo"):
+    commands = ("serve", "task", "step", "show", "watch", "history", "queue", "ls", "demo")
+    for command in (*commands, "harness"):
         assert f"    {command} " in text
     assert "124 on --timeout" in " ".join(text.split())
+
+
+def test_harness_checks_the_live_service_and_reports_no_contract_break(service: Service) -> None:
+    done = service.run("harness", "--examples", "5", "--steps", "8")
+    assert "no contract break" in done.stdout
+    report = json.loads(service.run("harness", "--examples", "3", "--steps", "6", "--json").stdout)
+    assert report["failure"] is None and report["commands"] > 0 and report["checks"] > 0
