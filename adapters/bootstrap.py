@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 
-from adapters.config import Settings, event_store_env
+from adapters.config import Settings, event_store_env, nats_credentials
 from adapters.natsserver import EmbeddedNatsServer, nats_answers
 from adapters.planner import NatsPlanner
 from adapters.publisher import ProgressRelay, TriggerScheduler, ensure_streams
@@ -68,17 +67,7 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         "reconnect_time_wait": 0.5,
         "connect_timeout": 5,
     }
-    if settings.nats_user is not None:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password or ""
-    if settings.nats_token is not None:
-        options["token"] = settings.nats_token
-    if settings.nats_creds is not None:
-        options["user_credentials"] = settings.nats_creds
-    if settings.nats_nkey_seed is not None:
-        options["nkeys_seed"] = settings.nats_nkey_seed
-    if settings.nats_tls_ca is not None:
-        options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca)
+    options.update(nats_credentials(settings))
     return options
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from adapters import render
-from adapters.config import Settings
+from adapters.config import Settings, nats_credentials
 
 EXIT_OK = 0
 EXIT_SERVER = 1  # 5xx, no server, no responders, timeouts
@@ -191,26 +191,6 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
-def credentials(settings: Settings) -> dict[str, Any]:
-    """The NATS credentials Settings name, as ``nats.connect`` options (as the service uses
-    them; not imported from adapters.bootstrap, which would load the whole service)."""
-    options: dict[str, Any] = {}
-    if settings.nats_user is not None:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password or ""
-    if settings.nats_token is not None:
-        options["token"] = settings.nats_token
-    if settings.nats_creds is not None:
-        options["user_credentials"] = settings.nats_creds
-    if settings.nats_nkey_seed is not None:
-        options["nkeys_seed"] = settings.nats_nkey_seed
-    if settings.nats_tls_ca is not None:
-        import ssl
-
-        options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca)
-    return options
-
-
 def _describe(error: BaseException | None) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
@@ -233,7 +213,7 @@ async def connect(args: argparse.Namespace) -> Any:
     async def remember(error: BaseException) -> None:
         errors.append(error)  # failures surface as one message below, not as log lines
 
-    options = credentials(settings)
+    options = nats_credentials(settings)
     options.update(
         servers=[settings.nats_url],
         name="baton-cli",

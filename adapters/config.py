@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 
@@ -88,6 +90,24 @@ class Settings:
     @property
     def uses_postgres(self) -> bool:
         return self.postgres_url is not None
+
+
+def nats_credentials(settings: Settings) -> dict[str, Any]:
+    """The NATS credentials and TLS options Settings name, as ``nats.connect`` keywords (shared
+    by the service and the CLI)."""
+    options: dict[str, Any] = {}
+    if settings.nats_user is not None:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password or ""
+    if settings.nats_token is not None:
+        options["token"] = settings.nats_token
+    if settings.nats_creds is not None:
+        options["user_credentials"] = settings.nats_creds
+    if settings.nats_nkey_seed is not None:
+        options["nkeys_seed"] = settings.nats_nkey_seed
+    if settings.nats_tls_ca is not None:
+        options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca)
+    return options
 
 
 def postgres_params(url: str) -> dict[str, str]:

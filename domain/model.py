@@ -116,6 +116,7 @@ def _copied(value: Any) -> Any:
 if tuple(f.name for f in fields(Step)) != tuple(Step("", 0, "", "", None, None, []).as_dict()):
     raise AssertionError("Step.as_dict must name every field of Step")  # pragma: no cover
 
+
 def _step_from_spec(task_id: str, index: int, spec: StepSpec) -> dict[str, Any]:
     return Step(
         step_id=ids.step_id_for(task_id, index),
