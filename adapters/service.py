@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+import psycopg
+from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -36,7 +39,7 @@ from adapters.messages import (
 )
 from adapters.planner import NatsPlanner
 from domain import commands as c
-from domain.errors import BatonError
+from domain.errors import BatonError, StoreUnavailable
 from domain.services import BatonApp
 from domain.views import task_view
 
@@ -132,6 +135,10 @@ class GroupCommitter:
                     future.set_result(result)
 
 
+#: Failures of a store (SQLite file locked or full, PostgreSQL gone): answered 503.
+STORE_ERRORS = (sqlite3.Error, psycopg.Error, PersistenceError)
+
+
 class InternalError(BatonError):
     """An unexpected exception: a bug (500). The traceback is in the service's log."""
 
@@ -219,6 +226,12 @@ class BatonService:
             reply = await self.execute(subject, request.data, request.headers or {})
         except BatonError as error:
             await self._respond_error(request, error)
+        except STORE_ERRORS as error:
+            # The views' store (or the event store outside a command) failed: not a bug.
+            log.warning("%s.%s: the store failed: %s", self.prefix, subject, error)
+            await self._respond_error(
+                request, StoreUnavailable(f"the store failed: {error}; nothing was changed")
+            )
         except Exception as error:
             log.exception("%s.%s failed", self.prefix, subject)
             await self._respond_error(
