@@ -156,6 +156,9 @@ class _Pump:
     poll_interval: float = 0.1
     min_backoff: float = 0.1
     max_backoff: float = 2.0
+    min_interval: float = 0.0
+    """The shortest time between the starts of two pumps: under load, wake-ups (one per
+    command) are coalesced and each pump handles a bigger batch, for less fixed cost each."""
     name: str = "publisher"
 
     def __init__(self) -> None:
@@ -193,8 +196,17 @@ class _Pump:
         self._loop = asyncio.get_running_loop()
         watcher = asyncio.create_task(self._wake_on(stop))
         backoff = self.min_backoff
+        clock = time.monotonic
+        started = clock() - self.min_interval
         try:
             while not stop.is_set():
+                rest = self.min_interval - (clock() - started)
+                if rest > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rest)
+                    if stop.is_set():
+                        break
+                started = clock()
                 self._wakeup.clear()
                 try:
                     busy = await self._pump_batch()
@@ -261,6 +273,7 @@ class ProgressRelay(_Pump):
     """
 
     name = "progress relay"
+    min_interval = 0.01
     _task_topic = f"{Task.TOPIC}."
 
     def __init__(
@@ -436,6 +449,7 @@ class TriggerScheduler(_Pump):
     """Publishes each trigger when its ``fire_at`` comes to ``<prefix>.trigger.<session_id>``."""
 
     name = "trigger scheduler"
+    min_interval = 0.025
     max_sleep: float = 0.25
     """The longest nap between two looks at the projections (triggers fire within 1 s)."""
 
@@ -498,6 +512,10 @@ class TriggerScheduler(_Pump):
         return await self.pump_once() >= self.batch
 
     def _mark(self, trigger_ids: list[str]) -> None:
+        mark_all = getattr(self.projections, "mark_triggers_published", None)
+        if mark_all is not None:  # one transaction for the whole batch
+            mark_all(trigger_ids)
+            return
         for trigger_id in trigger_ids:
             self.projections.mark_trigger_published(trigger_id)
 

@@ -109,14 +109,18 @@ class Projections:
         views_path: str | Path | None = None,
         batch_size: int = 500,
         cache_size: int = 2000,
+        rebuild_batch_size: int = 5000,
     ) -> None:
         """Opens (and creates) the views beside ``app``'s events: ``<events dir>/views.sqlite``
         on SQLite (or ``views_path``), ``baton_*`` tables in the same database and schema on
         PostgreSQL."""
-        if batch_size < 1 or cache_size < 1:
-            raise ValueError("batch_size and cache_size must be positive")
+        if batch_size < 1 or cache_size < 1 or rebuild_batch_size < 1:
+            raise ValueError("batch_size, cache_size and rebuild_batch_size must be positive")
         self.app = app
         self.batch_size = batch_size
+        self.rebuild_batch_size = rebuild_batch_size
+        """A rebuild reads bigger batches: each task's rows are rendered and written once per
+        batch, so the fewer batches a task's events span, the less rendering."""
         self.cache_size = cache_size
         self.store: ViewStore = view_store_for(app.recorder, views_path)
         self.store.create_tables()
@@ -164,7 +168,7 @@ class Projections:
                 self.store.delete_tracking(cursor, self.tracking_name)
             self._states.clear()
             self._applied = 0
-            return self._apply_until(None)
+            return self._apply_until(None, self.rebuild_batch_size)
 
     def lag(self) -> dict[str, int]:
         """``{applied, stored, behind}``: the last notification applied and the last stored."""
@@ -180,11 +184,11 @@ class Projections:
             position = self.store.max_tracking_id(cursor, self.tracking_name) or 0
         return generation, position
 
-    def _apply_until(self, stored: int | None) -> int:
+    def _apply_until(self, stored: int | None, batch_size: int | None = None) -> int:
         total = 0
         while stored is None or self._applied < stored:
             try:
-                applied = self._apply_batch()
+                applied = self._apply_batch(batch_size or self.batch_size)
             except _Retry:
                 continue
             if applied == 0:
@@ -192,11 +196,11 @@ class Projections:
             total += applied
         return total
 
-    def _apply_batch(self) -> int:
+    def _apply_batch(self, batch_size: int) -> int:
         generation, position = self._position()
         self._applied = position
         notifications = self.app.recorder.select_notifications(
-            start=position, limit=self.batch_size, inclusive_of_start=False
+            start=position, limit=batch_size, inclusive_of_start=False
         )
         if not notifications:
             return 0
@@ -240,6 +244,8 @@ class Projections:
         """The task's state after ``event``, recording its history entry on the way."""
         version = event.originator_version
         previous = self._states.pop(aggregate_id, None)
+        if previous is None:  # evicted by this (big) batch's other tasks
+            previous = batch.tasks.get(aggregate_id)
         state: Task | None = None
         if isinstance(event, Task.Created):
             # The entry is rendered before mutate: the new state shares the event's dicts.
@@ -427,17 +433,24 @@ class Projections:
 
     def mark_trigger_published(self, trigger_id: str) -> None:
         """Records durably that ``trigger_id`` went out; rebuilds keep the mark."""
+        self.mark_triggers_published([trigger_id])
+
+    def mark_triggers_published(self, trigger_ids: list[str]) -> None:
+        """Records durably, in one transaction, that the triggers went out."""
+        if not trigger_ids:
+            return
+        now = time.time()
         with self.store.write() as cursor:
-            cursor.execute(
+            cursor.executemany(
                 self.store.sql(
                     "INSERT INTO {published} (trigger_id, published_at) VALUES (?, ?)"
                     " ON CONFLICT (trigger_id) DO NOTHING"
                 ),
-                (trigger_id, time.time()),
+                [(trigger_id, now) for trigger_id in trigger_ids],
             )
-            cursor.execute(
+            cursor.executemany(
                 self.store.sql("UPDATE {triggers} SET published = 1 WHERE trigger_id = ?"),
-                (trigger_id,),
+                [(trigger_id,) for trigger_id in trigger_ids],
             )
 
     # -- domain.services.ReadyWork -----------------------------------------------------------
