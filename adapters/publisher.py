@@ -342,7 +342,7 @@ class ProgressRelay(_Pump):
         ]
 
     def _outgoing(self, notification: Notification) -> Outgoing:
-        event = cast(CanMutateAggregate[UUID], self.app.mapper.to_domain_event(notification))
+        event = cast(CanMutateAggregate[UUID], self.app.decoded(notification))
         task_id = self._task_id_of(event)
         return Outgoing(
             notification_id=notification.id,
@@ -390,14 +390,59 @@ class ProgressRelay(_Pump):
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         """Publishes ``items`` and waits for every acknowledgement: in order within each task,
-        tasks concurrently. Raises ``PublicationError`` if any was not acknowledged."""
+        tasks concurrently. Raises ``PublicationError`` if any was not acknowledged.
+
+        In rounds: round k publishes the k-th event of every task still going (JetStream's
+        asynchronous publish, one future per message, no timer each) and waits for the round's
+        acknowledgements; a task whose event was not acknowledged stops there. So each event
+        still goes out only after the previous one of its task was acknowledged, as with one
+        ``js.publish`` after another, at a fraction of the per-message cost.
+        """
         chains: dict[UUID, list[Outgoing]] = {}
         for item in items:
             chains.setdefault(item.aggregate_id, []).append(item)
-        results = await asyncio.gather(
-            *(self._publish_chain(chain) for chain in chains.values()), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors: list[BaseException] = []
+        going = list(chains.values())
+        index = 0
+        while going:
+            sent: list[tuple[list[Outgoing], asyncio.Future[Any]]] = []
+            for chain in going:
+                item = chain[index]
+                try:
+                    future = await self._send(item)
+                except asyncio.CancelledError:
+                    for _, pending in sent:
+                        pending.cancel()
+                    raise
+                except Exception as failed:  # noqa: BLE001 - the chain stops, reported below
+                    errors.append(failed)
+                    continue
+                sent.append((chain, future))
+            if not sent:
+                break
+            try:
+                _, late = await asyncio.wait([f for _, f in sent], timeout=self.publish_timeout)
+            except asyncio.CancelledError:
+                for _, pending in sent:
+                    pending.cancel()
+                raise
+            going = []
+            for chain, future in sent:
+                if future in late or future.cancelled():
+                    future.cancel()
+                    errors.append(TimeoutError("no acknowledgement in time"))
+                    continue
+                refused = future.exception()
+                if refused is not None:
+                    errors.append(refused)
+                    continue
+                if future.result().duplicate:
+                    self.duplicates += 1
+                else:
+                    self.published += 1
+                if index + 1 < len(chain):
+                    going.append(chain)
+            index += 1
         for error in errors:
             if not isinstance(error, Exception):
                 raise error
@@ -408,18 +453,12 @@ class ProgressRelay(_Pump):
                 f"{len(errors)} of {len(chains)} tasks not fully published: {errors[0]!r}"
             ) from errors[0]
 
-    async def _publish_chain(self, chain: list[Outgoing]) -> None:
-        for item in chain:
-            ack = await self.js.publish(
-                item.subject,
-                item.body,
-                timeout=self.publish_timeout,
-                headers={MSG_ID: item.msg_id},
-            )
-            if ack.duplicate:
-                self.duplicates += 1
-            else:
-                self.published += 1
+    async def _send(self, item: Outgoing) -> asyncio.Future[Any]:
+        """Publishes one event; the future resolves to JetStream's acknowledgement."""
+        future: asyncio.Future[Any] = await self.js.publish_async(
+            item.subject, item.body, headers={MSG_ID: item.msg_id}
+        )
+        return future
 
 
 # -- triggers -----------------------------------------------------------------------------------

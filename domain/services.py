@@ -20,11 +20,17 @@ from threading import Lock
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    LRUCache,
+    ProcessingEvent,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
+    Notification,
     OperationalError,
     PersistenceError,
     Transcoding,
@@ -179,6 +185,50 @@ class BatonApp(Application[UUID]):
         self.workspace = workspace
         self.ready_work = ready_work
         self.clock = clock
+        self._decoded: dict[int, Any] = {}
+        self._decoded_lock = Lock()
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """``Application.save``, without its runtime Protocol checks for plain aggregates.
+
+        ``ProcessingEvent.collect_events`` asks ``isinstance(obj, DomainEventProtocol)`` of
+        every aggregate, a runtime-checkable Protocol walked attribute by attribute: ~3% of a
+        command's CPU time in the service. The steps below are the library's own (9.5).
+        """
+        if kwargs or not all(isinstance(obj, Aggregate) for obj in objs):
+            return super().save(*objs, **kwargs)
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for aggregate in objs:
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # deprecated, a no-op unless overridden
+        return recordings
+
+    #: How many recently decoded notifications ``decoded`` keeps.
+    decoded_cache_size: ClassVar[int] = 4096
+
+    def decoded(self, notification: Notification) -> Any:
+        """The domain event of a notification of this application's log.
+
+        The progress relay and the projections both read every notification, usually within
+        milliseconds of each other: the one that comes second takes the event the first one
+        decoded. The events are only read (their ``mutate`` and history entries copy what they
+        keep), so sharing them is safe.
+        """
+        key = notification.id
+        event = self._decoded.get(key)
+        if event is None:
+            event = self.mapper.to_domain_event(notification)
+            with self._decoded_lock:
+                decoded = self._decoded
+                decoded[key] = event
+                if len(decoded) > self.decoded_cache_size:
+                    for oldest in list(decoded)[: len(decoded) // 4]:
+                        del decoded[oldest]
+        return event
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

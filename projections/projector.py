@@ -168,7 +168,8 @@ class Projections:
                 self.store.delete_tracking(cursor, self.tracking_name)
             self._states.clear()
             self._applied = 0
-            return self._apply_until(None, self.rebuild_batch_size)
+            # Old events nobody else is decoding now: no use sharing them (app.decoded).
+            return self._apply_until(None, self.rebuild_batch_size, shared=False)
 
     def lag(self) -> dict[str, int]:
         """``{applied, stored, behind}``: the last notification applied and the last stored."""
@@ -184,11 +185,13 @@ class Projections:
             position = self.store.max_tracking_id(cursor, self.tracking_name) or 0
         return generation, position
 
-    def _apply_until(self, stored: int | None, batch_size: int | None = None) -> int:
+    def _apply_until(
+        self, stored: int | None, batch_size: int | None = None, shared: bool = True
+    ) -> int:
         total = 0
         while stored is None or self._applied < stored:
             try:
-                applied = self._apply_batch(batch_size or self.batch_size)
+                applied = self._apply_batch(batch_size or self.batch_size, shared)
             except _Retry:
                 continue
             if applied == 0:
@@ -196,7 +199,7 @@ class Projections:
             total += applied
         return total
 
-    def _apply_batch(self, batch_size: int) -> int:
+    def _apply_batch(self, batch_size: int, shared: bool = True) -> int:
         generation, position = self._position()
         self._applied = position
         notifications = self.app.recorder.select_notifications(
@@ -204,7 +207,7 @@ class Projections:
         )
         if not notifications:
             return 0
-        batch = self._compute(notifications)
+        batch = self._compute(notifications) if shared else self._compute(notifications, False)
         last = notifications[-1].id
         try:
             with self.store.write() as cursor:
@@ -226,15 +229,15 @@ class Projections:
         self.store.insert_tracking(cursor, Tracking(self.tracking_name, position))
 
     # -- computing a batch -------------------------------------------------------------------
-    def _compute(self, notifications: list[Notification] | Any) -> _Batch:
+    def _compute(self, notifications: list[Notification] | Any, shared: bool = True) -> _Batch:
         batch = _Batch()
-        mapper = self.app.mapper
+        decoded = self.app.decoded if shared else self.app.mapper.to_domain_event
         for notification in notifications:
             if not notification.topic.startswith(TASK_TOPIC_PREFIX):
                 continue
             aggregate_id = notification.originator_id
             assert isinstance(aggregate_id, UUID)
-            event = mapper.to_domain_event(notification)
+            event = decoded(notification)
             state = self._advance(aggregate_id, event, batch)
             batch.tasks[aggregate_id] = state
             batch.seqs.setdefault(aggregate_id, notification.id)
