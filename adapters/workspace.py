@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -18,6 +20,9 @@ class DirectoryWorkspace:
     ) -> None:
         self.root = root.resolve()
         self.keep = keep
+        self._lock = threading.Lock()
+        self._remover: ThreadPoolExecutor | None = None
+        self._removals: list[Future[None]] = []
 
     def _dir(self, task_id: str) -> Path:
         if not _SAFE.match(task_id):
@@ -34,6 +39,27 @@ class DirectoryWorkspace:
         self._dir(task_id).mkdir(parents=True, exist_ok=True)
 
     def release(self, task_id: str, status: str) -> None:
+        """Removes the task's directory, in the background: it runs after a group commit,
+        on the writer's thread, where a tree walk would hold up every command of the next
+        group. ``flush()`` waits for the removals asked so far."""
         if status in self.keep:
             return
-        shutil.rmtree(self._dir(task_id), ignore_errors=True)
+        path = self._dir(task_id)
+        with self._lock:
+            if self._remover is None:
+                self._remover = ThreadPoolExecutor(1, thread_name_prefix="baton-workspace")
+            self._removals.append(self._remover.submit(shutil.rmtree, path, ignore_errors=True))
+            self._removals = [f for f in self._removals if not f.done()]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until every removal asked so far is done."""
+        with self._lock:
+            pending = list(self._removals)
+        wait(pending, timeout)
+
+    def close(self) -> None:
+        """Finishes the removals asked so far and stops the background thread."""
+        with self._lock:
+            remover, self._remover = self._remover, None
+        if remover is not None:
+            remover.shutdown(wait=True)

@@ -135,9 +135,14 @@ class Projections:
 
     # -- keeping up ------------------------------------------------------------------------
     def catch_up(self) -> int:
-        """Applies every event stored now, in batches; returns how many notifications."""
+        """Applies every event stored now, in batches; returns how many notifications.
+
+        What is stored is read before taking the lock: a caller that waited for another
+        thread's catch-up returns at once when that one applied everything it needs."""
+        stored = self.app.recorder.max_notification_id() or 0
+        if stored <= self._applied:
+            return 0
         with self._lock:
-            stored = self.app.recorder.max_notification_id() or 0
             if stored <= self._applied:
                 return 0
             return self._apply_until(stored)
