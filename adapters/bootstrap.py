@@ -325,8 +325,6 @@ async def serve(
 
 def _tune_gc() -> None:
     """Fewer collections, and none of what start-up allocated (modules, caches) walked again."""
-    if os.environ.get("PERF_GC_DEFAULT"):
-        return
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
