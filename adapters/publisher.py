@@ -488,7 +488,7 @@ class TriggerScheduler(_Pump):
     """Publishes each trigger when its ``fire_at`` comes to ``<prefix>.trigger.<session_id>``."""
 
     name = "trigger scheduler"
-    min_interval = 0.025
+    min_interval = 0.005
     max_sleep: float = 0.25
     """The longest nap between two looks at the projections (triggers fire within 1 s)."""
 
