@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 #: Largest request body, in bytes; larger ones get 413 before being parsed. Half of
@@ -16,10 +17,13 @@ MAX_JSON_DEPTH: Final = 32
 
 
 def check_json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
-    """Raises ValueError when ``value`` nests deeper than ``limit`` lists or objects."""
+    """Raises ValueError when ``value`` nests deeper than ``limit`` lists or objects, or holds
+    a NaN or an infinity (JSON has no such numbers; they would not read back the same)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (NaN and Infinity are not JSON)")
         if isinstance(item, dict):
             children: Any = item.values()
         elif isinstance(item, list):
