@@ -2,8 +2,12 @@
 
 The store grows in process (tasks of 10 steps through ``BatonApp.handle_batch``, 500 commands
 a transaction; one in ten left running with a ready step, the rest completed), then Baton is
-started on it in its own process (its projections catch up from where they were) and measured
-over NATS, one request at a time:
+started on it in its own process (its projections catch up from where they were). Growing in
+process publishes nothing, so the service starts with a backlog: every event stored since the
+last size is still to go out through its progress relay (about 600,000 at 100,000 tasks). The
+benchmark waits until the relay's tracked position reaches the last notification id and the
+projections are 0 behind, and prints how long that took (the relay's catch-up rate on a
+backlog); only then is the steady state measured over NATS, one request at a time:
 - commands: ``task.create`` (10-step plan) and ``task.next`` on the new task;
 - queries: ``query.task`` (a random stored task), ``query.queue`` (all sessions, limit 100:
   the ready queue), ``query.queue`` of one session, ``query.active`` of a running session.
@@ -21,9 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters.config import Settings
+from adapters.publisher import ProgressRelay
 from bench.data import Progress, open_app, plan, populate, settings_for
 from bench.harness import Child, baton_env, connect_client, nats_server, run_async
 from bench.stats import Series, fmt, goal, header, ms, note, percentile, ratio
+from domain.services import BatonApp
+from projections import Projections
 
 OPS = ("create", "next", "query.task", "query.queue", "query.queue(session)", "query.active")
 
@@ -69,6 +77,48 @@ async def _measure(
     return out
 
 
+def _wait_until_published(
+    app: BatonApp, settings: Settings, timeout: float = 1800.0
+) -> dict[str, float]:
+    """Waits until the running service's relay has published every stored event and its
+    projections have applied them all: both positions are read from the same store (the relay's
+    tracking row, the views' tracking row) against its last notification id. Returns the backlog
+    found when the service became ready and how long it took to clear."""
+    relay = ProgressRelay(app, js=None, prefix=settings.subject_prefix)
+    projections = Projections(app)
+    try:
+        begin = time.perf_counter()
+        stored = int(app.recorder.max_notification_id() or 0)
+        first = relay.read_position()
+        behind = projections.lag()["behind"]
+        next_print = begin + 10.0
+        while True:
+            published = relay.read_position()
+            lag = projections.lag()
+            if published >= lag["stored"] and lag["behind"] == 0:
+                break
+            now = time.perf_counter()
+            if now - begin > timeout:
+                raise TimeoutError(f"relay at {published:,} of {lag['stored']:,} after {timeout} s")
+            if now >= next_print:
+                next_print = now + 10.0
+                rate = (published - first) / (now - begin)
+                print(
+                    f"    relay at {published:,} of {lag['stored']:,} ({rate:,.0f} events/s), "
+                    f"projections {lag['behind']:,} behind",
+                    flush=True,
+                )
+            time.sleep(0.1)
+        return {
+            "stored": stored,
+            "relay_behind": stored - first,
+            "projections_behind": behind,
+            "seconds": time.perf_counter() - begin,
+        }
+    finally:
+        projections.close()
+
+
 def run(quick: bool, **_: Any) -> dict[str, Any]:
     header("4. Cost per command and per query as stored tasks grow (SQLite, over NATS)")
     sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
@@ -76,6 +126,7 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
     p50: dict[str, dict[int, Series]] = {op: {} for op in OPS}
     p99: dict[str, dict[int, Series]] = {op: {} for op in OPS}
     memory: dict[int, dict[str, int]] = {}
+    catch_up: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         server = nats_server(Path(tmp))
         try:
@@ -99,10 +150,27 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
                     f"{time.perf_counter() - start:.0f} s)"
                 )
                 with Child("baton", baton_env(settings, server.url)) as baton:
-                    note(f"Baton started and caught up in {baton.started_in:.1f} s")
+                    note(
+                        f"Baton started in {baton.started_in:.1f} s "
+                        "(its projections caught up before it answers)"
+                    )
+                    backlog = _wait_until_published(app, settings)
+                    wait = backlog["seconds"]
+                    rate = backlog["relay_behind"] / wait if wait else 0.0
+                    note(
+                        f"backlog at ready: relay {backlog['relay_behind']:,.0f} of "
+                        f"{backlog['stored']:,.0f} events behind, projections "
+                        f"{backlog['projections_behind']:,.0f}; published in {wait:.1f} s "
+                        f"({rate:,.0f} events/s); measuring the steady state now"
+                    )
+                    catch_up[size] = backlog
+                    load_before = os.getloadavg()[0]
                     lat = run_async(lambda: _measure(server.url, running, ended, runs, per_run))
                     memory[size] = baton.memory_kib()
-                note(f"load average while measuring at {size:,}: {os.getloadavg()[0]:.2f}")
+                note(
+                    f"load average at {size:,}: {load_before:.2f} before measuring (the "
+                    f"catch-up's), {os.getloadavg()[0]:.2f} after"
+                )
                 for op in OPS:
                     p50[op][size] = Series(f"{op} p50 at {size:,} tasks", "ms")
                     p99[op][size] = Series(f"{op} p99 at {size:,} tasks", "ms")
@@ -149,4 +217,5 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
         )
     results["queue_p99_ms"] = queue_p99
     results["memory_kib"] = memory
+    results["catch_up"] = catch_up
     return results
