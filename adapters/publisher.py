@@ -166,6 +166,7 @@ class _Pump:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failures = 0
         """Consecutive failed pumps (0 when the last one succeeded)."""
+        self._streams_missing = False
 
     async def pump_once(self) -> int:
         raise NotImplementedError
@@ -187,6 +188,18 @@ class _Pump:
             self._wakeup.set()
         elif not loop.is_closed():
             loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _fail_on(self, errors: Sequence[BaseException], what: str) -> None:
+        """Raises when a pump's publishes failed: a cancellation as it is, anything else as a
+        PublicationError (so nothing is recorded and the next pump retries); a missing stream
+        is re-created before that retry."""
+        for error in errors:
+            if not isinstance(error, Exception):
+                raise error
+        if errors:
+            if any(isinstance(e, nats.js.errors.NoStreamResponseError) for e in errors):
+                self._streams_missing = True
+            raise PublicationError(f"{len(errors)} {what}: {errors[0]!r}") from errors[0]
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -298,7 +311,6 @@ class ProgressRelay(_Pump):
         self._tracking = tracking
         self._position: int | None = None
         self._task_ids: OrderedDict[UUID, str] = OrderedDict()
-        self._streams_missing = False
         self.published = 0
         """Events JetStream stored for this relay (since it was made)."""
         self.duplicates = 0
@@ -443,15 +455,7 @@ class ProgressRelay(_Pump):
                 if index + 1 < len(chain):
                     going.append(chain)
             index += 1
-        for error in errors:
-            if not isinstance(error, Exception):
-                raise error
-        if errors:
-            if any(isinstance(e, nats.js.errors.NoStreamResponseError) for e in errors):
-                self._streams_missing = True
-            raise PublicationError(
-                f"{len(errors)} of {len(chains)} tasks not fully published: {errors[0]!r}"
-            ) from errors[0]
+        self._fail_on(errors, f"of {len(chains)} tasks not fully published")
 
     async def _send(self, item: Outgoing) -> asyncio.Future[Any]:
         """Publishes one event; the future resolves to JetStream's acknowledgement."""
@@ -510,7 +514,6 @@ class TriggerScheduler(_Pump):
         self.publish_timeout = publish_timeout
         self.clock = clock
         self.stream = stream_names(prefix)[1]
-        self._streams_missing = False
         self.published = 0
         """Triggers JetStream stored for this scheduler (since it was made)."""
         self.duplicates = 0
@@ -536,15 +539,7 @@ class TriggerScheduler(_Pump):
         if acked:
             await self._in_thread(self._mark, acked)
         errors = [r for r in results if isinstance(r, BaseException)]
-        for error in errors:
-            if not isinstance(error, Exception):
-                raise error
-        if errors:
-            if any(isinstance(e, nats.js.errors.NoStreamResponseError) for e in errors):
-                self._streams_missing = True
-            raise PublicationError(
-                f"{len(errors)} of {len(due)} triggers not published: {errors[0]!r}"
-            ) from errors[0]
+        self._fail_on(errors, f"of {len(due)} triggers not published")
         return len(acked)
 
     async def _pump_batch(self) -> bool:
