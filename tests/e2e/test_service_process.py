@@ -4,110 +4,28 @@ the environment, driven through the typed client, stopped by signals, and killed
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from adapters.client import BatonClient, BatonUnavailable
 from adapters.natsserver import free_port, nats_answers
 from adapters.publisher import stream_names
 from tests.integration.nats_support import new_prefix, plan
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class BatonProcess:
-    """`python -m adapters` with BATON_* settings; its log (stderr) goes to a file."""
-
-    def __init__(self, nats_url: str, data_dir: Path, prefix: str) -> None:
-        self.nats_url = nats_url
-        self.data_dir = data_dir
-        self.prefix = prefix
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir.parent / f"baton-{self.prefix}-{self.starts}.log"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.starts += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-        env.update(
-            BATON_NATS_URL=self.nats_url,
-            BATON_DATA_DIR=str(self.data_dir),
-            BATON_SUBJECT_PREFIX=self.prefix,
-            BATON_PLANNER_TIMEOUT_S="1",
-        )
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "adapters"],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout
-        while "baton: ready" not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"Baton did not become ready:\n{self.log()}")
-            time.sleep(0.05)
-
-    def signal(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def wait(self, timeout: float = 20.0) -> int:
-        assert self.process is not None
-        code = self.process.wait(timeout)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+from tests.processes import ServiceProcess, stream_messages
 
 
 @pytest.fixture
-def baton_process(nats_url: str, tmp_path: Path) -> Iterator[BatonProcess]:
-    process = BatonProcess(nats_url, tmp_path / "data", new_prefix())
+def baton_process(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(nats_url, tmp_path / "data", new_prefix())
     try:
         yield process
     finally:
         process.kill()
-
-
-async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, Any], str]]:
-    """Every message stored in ``stream``: (decoded body, Nats-Msg-Id)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        found: list[tuple[dict[str, Any], str]] = []
-        if not info.state.messages:
-            return found
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            found.append((json.loads(msg.data or b"null"), (msg.headers or {})["Nats-Msg-Id"]))
-        return found
-    finally:
-        await nc.close()
 
 
 async def wait_for_stream(nats_url: str, stream: str, count: int, timeout: float = 15.0) -> None:
@@ -121,7 +39,7 @@ async def wait_for_stream(nats_url: str, stream: str, count: int, timeout: float
 
 
 async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
-    baton_process: BatonProcess, nats_url: str
+    baton_process: ServiceProcess, nats_url: str
 ) -> None:
     await asyncio.to_thread(baton_process.start)
     prefix = baton_process.prefix
@@ -154,7 +72,7 @@ async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
 
 async def test_an_embedded_nats_server_starts_when_none_answers(tmp_path: Path) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
-    process = BatonProcess(url, tmp_path / "data", "baton")
+    process = ServiceProcess(url, tmp_path / "data", "baton")
     try:
         await asyncio.to_thread(process.start)
         assert "started an embedded nats-server" in process.log()
@@ -221,7 +139,7 @@ class Driver:
 
 
 async def test_sigkill_mid_run_then_restart_applies_every_acknowledged_command_once(
-    baton_process: BatonProcess, nats_url: str
+    baton_process: ServiceProcess, nats_url: str
 ) -> None:
     await asyncio.to_thread(baton_process.start)
     prefix = baton_process.prefix

@@ -10,17 +10,12 @@ means every task of a script ends with the same status and the same sequence of 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -32,8 +27,8 @@ from adapters.config import Settings, event_store_env
 from adapters.publisher import stream_names
 from domain.services import BatonApp
 from projections import Projections
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import ServiceProcess as ServiceProcess
+from tests.processes import stream_messages as stream_messages
 
 #: The soak profile (``make soak``) runs the long versions.
 SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
@@ -50,103 +45,6 @@ def emit(capsys: pytest.CaptureFixture[str], text: str) -> None:
 
 
 # -- Baton as a process ------------------------------------------------------------------------
-
-
-class ServiceProcess:
-    """``python -m adapters`` configured by BATON_* variables; its log goes to a file per start."""
-
-    def __init__(
-        self,
-        nats_url: str,
-        data_dir: Path,
-        prefix: str,
-        *,
-        env: dict[str, str] | None = None,
-        name: str = "baton",
-    ) -> None:
-        self.nats_url = nats_url
-        self.data_dir = data_dir
-        self.prefix = prefix
-        self.extra_env = dict(env or {})
-        self.name = name
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.kills = 0
-        self.exit_code: int | None = None
-        self.log_dir = data_dir.parent / "logs"
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"{self.name}-{self.starts}.log"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def all_logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.name}-*.log"))
-        )
-
-    def settings(self) -> Settings:
-        return Settings(
-            nats_url=self.nats_url,
-            data_dir=self.data_dir,
-            postgres_url=self.extra_env.get("BATON_POSTGRES_URL"),
-            subject_prefix=self.prefix,
-        )
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.starts += 1
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-        env.update(
-            BATON_NATS_URL=self.nats_url,
-            BATON_DATA_DIR=str(self.data_dir),
-            BATON_SUBJECT_PREFIX=self.prefix,
-            BATON_PLANNER_TIMEOUT_S="1",
-            **self.extra_env,
-        )
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "adapters"],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout
-        while "baton: ready" not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.exit_code = self.process.poll()
-                self.kill()
-                raise AssertionError(f"{self.name} did not become ready:\n{self.log()}")
-            time.sleep(0.05)
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def sigkill(self) -> None:
-        assert self.process is not None and self.process.poll() is None, "not running"
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(10) == -signal.SIGKILL
-        self.process = None
-        self.kills += 1
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait: the clean shutdown; returns the exit code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 # -- the load ----------------------------------------------------------------------------------
@@ -315,26 +213,6 @@ def max_notification_id(settings: Settings) -> int:
         return int(app.recorder.max_notification_id() or 0)
     finally:
         app.close()
-
-
-async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, Any], str]]:
-    """Every message stored in ``stream``, in order: (decoded body, Nats-Msg-Id)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        if not info.state.messages:
-            return []
-        seqs = list(range(info.state.first_seq, info.state.last_seq + 1))
-        found: list[tuple[dict[str, Any], str]] = []
-        for start in range(0, len(seqs), 200):
-            msgs = await asyncio.gather(*(js.get_msg(stream, s) for s in seqs[start : start + 200]))
-            found += [
-                (json.loads(m.data or b"null"), (m.headers or {})["Nats-Msg-Id"]) for m in msgs
-            ]
-        return found
-    finally:
-        await nc.close()
 
 
 async def stream_count(nats_url: str, stream: str) -> int:
