@@ -477,9 +477,11 @@ def run_harness(
     steps: int = 20,
     timeout: float = 10.0,
     connect_options: dict[str, Any] | None = None,
+    derandomize: bool = False,
 ) -> HarnessReport:
     """Runs the state machine against the deployment at ``nats_url``; returns the report (its
-    ``failure`` and ``program`` name the first contract break, shrunk)."""
+    ``failure`` and ``program`` name the first contract break, shrunk). ``derandomize`` makes
+    the command sequences the same on every run (for repeatable checks)."""
     from hypothesis.stateful import run_state_machine_as_test
 
     report = HarnessReport(nats_url, prefix, f"harness-{uuid.uuid4().hex[:8]}", examples)
@@ -501,6 +503,7 @@ def run_harness(
                             stateful_step_count=steps,
                             deadline=None,
                             database=None,
+                            derandomize=derandomize,
                             suppress_health_check=list(HealthCheck),
                             print_blob=False,
                         ),
