@@ -198,8 +198,9 @@ async def test_a_full_disk_gives_503_and_the_service_resumes_when_space_is_freed
                         break
             assert failed, "the disk never filled up"
             assert await asyncio.to_thread(max_notification_id, settings) == before
-            await check_nothing_half_done(client, [b["session_id"] for b in failed.values()])
+            # Space first: with the disk full, a query whose views must catch up is itself a 503.
             filler.unlink()
+            await check_nothing_half_done(client, [b["session_id"] for b in failed.values()])
             await resume(client, failed)
         assert await asyncio.to_thread(service.terminate) == 0
         await asyncio.to_thread(check_views_equal_a_rebuild, settings)
