@@ -93,11 +93,14 @@ class EmbeddedNatsServer:
         port: int | None = None,
         binary: str | os.PathLike[str] | None = None,
         startup_timeout: float = 10.0,
+        max_payload: int | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.binary = Path(binary) if binary is not None else find_nats_server()
         self.startup_timeout = startup_timeout
+        self.max_payload = max_payload
+        """Largest message in bytes (the server's default, 1 MiB, when None)."""
         self._own_store: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._own_store = tempfile.TemporaryDirectory(prefix="baton-nats-")
@@ -127,6 +130,11 @@ class EmbeddedNatsServer:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         args = [str(self.binary), "-a", self.host, "-p", str(self.port)]
         args += ["-js", "-sd", str(self.store_dir)]
+        if self.max_payload is not None:
+            # max_payload has no command-line flag: a one-line config, the flags still apply.
+            config = self.store_dir / "baton-nats.conf"
+            config.write_text(f"max_payload: {self.max_payload}\n")
+            args += ["-c", str(config)]
         self._process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
         )

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from adapters.client import BatonClient
 from adapters.config import event_store_env
 from adapters.harness import LoopThread
 from adapters.messages import COMMANDS, QUERIES, parse
-from adapters.natsserver import find_nats_server, free_port, nats_answers
+from adapters.natsserver import EmbeddedNatsServer
 from domain.errors import BatonError
 from domain.limits import MAX_REQUEST_BYTES
 from domain.services import BatonApp
@@ -38,26 +36,8 @@ EXAMPLES = max(100, settings.default.max_examples * 5)  # ci: 300; soak: 10,000
 def big_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private nats-server with max_payload 4 MB, so payloads well above Baton's limit arrive."""
     directory = tmp_path_factory.mktemp("hostile-nats")
-    port = free_port()
-    config = directory / "nats.conf"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\nmax_payload: 4MB\n"
-        f"jetstream {{ store_dir: {directory / 'js'} }}\n"
-    )
-    process = subprocess.Popen(
-        [str(find_nats_server()), "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not nats_answers(f"nats://127.0.0.1:{port}", timeout=0.2):
-            assert process.poll() is None and time.monotonic() < deadline, "nats-server failed"
-            time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with EmbeddedNatsServer(directory / "js", max_payload=4 * 1024 * 1024) as server:
+        yield server.url
 
 
 class Target:

@@ -4,8 +4,6 @@ appended to the event store by a rejected command."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.client import BatonRequestError
-from adapters.natsserver import find_nats_server, free_port, nats_answers
+from adapters.natsserver import EmbeddedNatsServer
 from adapters.service import BatonService
 from domain.limits import MAX_REQUEST_BYTES
 from tests.integration.nats_support import (
@@ -169,26 +167,8 @@ async def test_a_body_over_the_limit_is_413_even_on_a_default_server(baton: Runn
 def big_payload_server(tmp_path: Path) -> Iterator[str]:
     """A nats-server that carries messages above Baton's limit (the default max_payload is
     1 MiB, the same as the limit, so the server itself refuses larger requests)."""
-    port = free_port()
-    config = tmp_path / "nats.conf"
-    store = tmp_path / "js"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\nmax_payload: 4MB\njetstream {{ store_dir: {store} }}\n"
-    )
-    process = subprocess.Popen(
-        [str(find_nats_server()), "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not nats_answers(f"nats://127.0.0.1:{port}", timeout=0.2):
-            assert process.poll() is None and time.monotonic() < deadline, "nats-server failed"
-            time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with EmbeddedNatsServer(tmp_path / "js", max_payload=4 * 1024 * 1024) as server:
+        yield server.url
 
 
 async def test_an_oversized_request_is_413_before_parsing(

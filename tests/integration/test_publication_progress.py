@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +54,6 @@ def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
     yield make
     for app in apps:
         app.close()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def js(nats_url: str, prefix: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(nats_url)
-    jetstream = nc.jetstream()
-    await ensure_streams(jetstream, prefix)
-    try:
-        yield jetstream
-    finally:
-        for name in stream_names(prefix):
-            await jetstream.delete_stream(name)
-        await nc.close()
 
 
 # -- helpers -------------------------------------------------------------------------------------

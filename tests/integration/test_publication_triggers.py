@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from adapters.config import Settings, event_store_env
-from adapters.publisher import TriggerScheduler, ensure_streams, stream_names
+from adapters.publisher import TriggerScheduler, stream_names
 from domain import commands as c
 from domain.services import BatonApp
 from projections import Projections
@@ -51,24 +49,6 @@ def make_side(
     for app, projections in made:
         projections.close()
         app.close()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def js(nats_url: str, prefix: str) -> AsyncIterator[Any]:
-    nc = await nats.connect(nats_url)
-    jetstream = nc.jetstream()
-    await ensure_streams(jetstream, prefix)
-    try:
-        yield jetstream
-    finally:
-        for name in stream_names(prefix):
-            await jetstream.delete_stream(name)
-        await nc.close()
 
 
 class Running:
