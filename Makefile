@@ -14,9 +14,10 @@ venv: $(STAMP)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalls only when pyproject.toml changes, the venv is new, or a top-level package appears
-# (setuptools' editable finder maps the top-level packages that exist at install time).
-$(STAMP): pyproject.toml $(wildcard domain/__init__.py projections/__init__.py adapters/__init__.py) | $(BIN)/python
+# Reinstalls only when the packaging changes or the venv is new. The folders install as
+# baton.domain, baton.projections and baton.adapters (setup.py maps them); the editable install's
+# finder maps those three names, and their subpackages are found as they appear.
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
@@ -29,7 +30,11 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy domain projections adapters
+	@# mypy cannot follow the editable install's import hook: it checks the package through a
+	@# tree of links named as it installs (.venv/typecheck/baton/domain -> domain, ...).
+	@mkdir -p $(VENV)/typecheck/baton
+	@for d in domain projections adapters; do ln -sfn ../../../$$d $(VENV)/typecheck/baton/$$d; done
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p baton.domain -p baton.projections -p baton.adapters
 
 fmt: venv
 	$(BIN)/ruff format .

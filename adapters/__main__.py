@@ -1,5 +1,5 @@
-"""``python -m adapters``: serves Baton with the settings of the environment."""
+"""``python -m baton.adapters``: serves Baton with the settings of the environment."""
 
-from adapters.bootstrap import main
+from baton.adapters.bootstrap import main
 
 main()

@@ -28,14 +28,14 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 
-from adapters.config import Settings, event_store_env, nats_credentials
-from adapters.natsserver import EmbeddedNatsServer, nats_answers
-from adapters.planner import NatsPlanner
-from adapters.publisher import ProgressRelay, TriggerScheduler, ensure_streams
-from adapters.service import BatonService
-from adapters.workspace import DirectoryWorkspace
-from domain.services import BatonApp
-from projections import Projections
+from baton.adapters.config import Settings, event_store_env, nats_credentials
+from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
+from baton.adapters.planner import NatsPlanner
+from baton.adapters.publisher import ProgressRelay, TriggerScheduler, ensure_streams
+from baton.adapters.service import BatonService
+from baton.adapters.workspace import DirectoryWorkspace
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 
 log = logging.getLogger("baton")
 
@@ -339,7 +339,7 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
 
 
 def main() -> None:
-    """``python -m adapters``: serves with the settings of the environment."""
+    """``python -m baton.adapters``: serves with the settings of the environment."""
     logging.basicConfig(
         level=os.environ.get("BATON_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

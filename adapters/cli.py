@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from adapters import render
-from adapters.config import Settings, nats_credentials
+from baton.adapters import render
+from baton.adapters.config import Settings, nats_credentials
 
 EXIT_OK = 0
 EXIT_SERVER = 1  # 5xx, no server, no responders, timeouts
@@ -205,7 +205,7 @@ async def connect(args: argparse.Namespace) -> Any:
     """A BatonClient on a NATS connection that fails fast instead of reconnecting."""
     import nats
 
-    from adapters.client import BatonClient
+    from baton.adapters.client import BatonClient
 
     settings = settings_of(args)
     errors: list[BaseException] = []
@@ -240,7 +240,7 @@ def run_async(
     args: argparse.Namespace, body: Callable[[Any, Output], Awaitable[int | None]]
 ) -> int:
     """Connects, runs ``body(client, out)``, maps error replies to messages and exit codes."""
-    from adapters.client import BatonRequestError
+    from baton.adapters.client import BatonRequestError
 
     out = Output(args.json)
 
@@ -310,7 +310,7 @@ def split_step_target(target: Sequence[str]) -> tuple[str, str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from adapters.bootstrap import serve
+    from baton.adapters.bootstrap import serve
 
     logging.basicConfig(
         level=os.environ.get("BATON_LOG_LEVEL", "INFO").upper(),
@@ -327,7 +327,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_harness(args: argparse.Namespace) -> int:
     """Runs the property-based state machine over NATS; exit 1 on a contract break."""
-    from adapters.harness import run_harness
+    from baton.adapters.harness import run_harness
 
     settings = settings_of(args)
     report = run_harness(
@@ -509,7 +509,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from adapters import schema
+    from baton.adapters import schema
 
     prefix = args.prefix or Settings.from_env().subject_prefix
     if args.out is None:
@@ -528,9 +528,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _local_projections(settings: Settings) -> Any:
-    from adapters.config import event_store_env
-    from domain.services import BatonApp
-    from projections import Projections
+    from baton.adapters.config import event_store_env
+    from baton.domain.services import BatonApp
+    from baton.projections import Projections
 
     app = BatonApp(event_store_env(settings))
     return app, Projections(app)
@@ -542,7 +542,7 @@ def cmd_projections(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     out = Output(args.json)
     if args.action == "rebuild" and not args.force:
-        from adapters.natsserver import nats_answers
+        from baton.adapters.natsserver import nats_answers
 
         if nats_answers(settings.nats_url, timeout=0.5) and _service_answers(args):
             raise CliError(
@@ -595,7 +595,7 @@ def _store_name(settings: Settings) -> str:
 
 
 def _service_answers(args: argparse.Namespace) -> bool:
-    from adapters.client import BatonRequestError
+    from baton.adapters.client import BatonRequestError
 
     async def probe() -> bool:
         try:
@@ -725,7 +725,7 @@ class Watcher:
     async def find_task(self, task_id: str) -> dict[str, Any] | None:
         """The task's view; None while the projection lags a task whose events arrive.
         An unknown task raises the 404 (after a second of patience)."""
-        from adapters.client import BatonRequestError
+        from baton.adapters.client import BatonRequestError
 
         for _ in range(10):
             try:

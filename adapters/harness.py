@@ -1,11 +1,12 @@
 """The conformance harness: a property-based state machine driven over NATS against any running
 Baton deployment, checking the contract's laws after every command.
 
-    from adapters.harness import run_harness
+    from baton.adapters.harness import run_harness
     report = run_harness("nats://127.0.0.1:4222", prefix="baton", examples=50)
     assert report.ok, report.failure
 
-or ``python -m adapters.harness --nats URL --prefix P --examples N`` (exit status 1 on a break).
+or ``python -m baton.adapters.harness --nats URL --prefix P --examples N`` (exit status 1 on a
+break).
 
 Hypothesis generates sequences of commands (creates with sequential and graph plans, start,
 next, replan, step complete / fail / skip / retry, claim, task complete / fail / cancel, context,
@@ -41,7 +42,7 @@ from hypothesis import strategies as st
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from adapters.client import BatonClient, BatonRequestError
+from baton.adapters.client import BatonClient, BatonRequestError
 
 T = TypeVar("T")
 

@@ -9,11 +9,11 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from domain import codec
-from domain import commands as c
-from domain.errors import BatonError, InvalidRequest, TooLarge
-from domain.limits import MAX_REQUEST_BYTES
-from domain.services import SUBJECTS
+from baton.domain import codec
+from baton.domain import commands as c
+from baton.domain.errors import BatonError, InvalidRequest, TooLarge
+from baton.domain.limits import MAX_REQUEST_BYTES
+from baton.domain.services import SUBJECTS
 
 M = TypeVar("M", bound=BaseModel)
 

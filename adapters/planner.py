@@ -16,7 +16,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
-from adapters.messages import (
+from baton.adapters.messages import (
     ERROR_CODE_HEADER,
     ERROR_HEADER,
     PLANNER_PLAN,
@@ -24,9 +24,9 @@ from adapters.messages import (
     encode,
     summarise,
 )
-from domain.errors import InvalidPlan, PlannerUnavailable
-from domain.lifecycle import STEP_HISTORY
-from domain.plans import Plan, resolve
+from baton.domain.errors import InvalidPlan, PlannerUnavailable
+from baton.domain.lifecycle import STEP_HISTORY
+from baton.domain.plans import Plan, resolve
 
 log = logging.getLogger(__name__)
 

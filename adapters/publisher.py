@@ -41,10 +41,10 @@ from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 from nats.js.api import StorageType, StreamConfig
 
-from domain import codec
-from domain.model import Task
-from domain.services import BatonApp
-from domain.views import history_entry
+from baton.domain import codec
+from baton.domain.model import Task
+from baton.domain.services import BatonApp
+from baton.domain.views import history_entry
 
 log = logging.getLogger(__name__)
 

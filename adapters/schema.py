@@ -1,8 +1,8 @@
 """The published interface as documents: an AsyncAPI 3.0 description of every subject and message,
 and a JSON Schema per message, generated from the pydantic models.
 
-Requests are the models of ``domain.commands`` (what the service validates). Replies and
-publications are described here by models faithful to the contract and to ``domain.views``;
+Requests are the models of ``baton.domain.commands`` (what the service validates). Replies and
+publications are described here by models faithful to the contract and to ``baton.domain.views``;
 they allow extra fields (``additionalProperties: true``) so clients tolerate additions, and a test
 checks that the real replies carry no field these models do not name.
 
@@ -20,9 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from domain import commands as c
-from domain.plans import Plan
-from domain.services import SUBJECTS
+from baton.domain import commands as c
+from baton.domain.plans import Plan
+from baton.domain.services import SUBJECTS
 
 StepStatus = Literal["pending", "current", "completed", "failed", "skipped", "cancelled"]
 TaskStatus = Literal["queued", "running", "completed", "error", "cancelled"]

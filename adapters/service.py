@@ -27,7 +27,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from adapters.messages import (
+from baton.adapters.messages import (
     COMMANDS,
     MSG_ID_HEADER,
     QUERIES,
@@ -37,11 +37,11 @@ from adapters.messages import (
     error_headers,
     parse,
 )
-from adapters.planner import NatsPlanner
-from domain import commands as c
-from domain.errors import BatonError, StoreUnavailable
-from domain.services import BatonApp
-from domain.views import task_view
+from baton.adapters.planner import NatsPlanner
+from baton.domain import commands as c
+from baton.domain.errors import BatonError, StoreUnavailable
+from baton.domain.services import BatonApp
+from baton.domain.views import task_view
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Each runs in its own interpreter, so the service under test never shares a GIL w
 generator, and the Baton service and the echo baseline are measured under the same conditions.
 Each prints ``READY`` on stdout once it answers, and stops cleanly on SIGTERM.
 
-- ``baton``: ``adapters.bootstrap.serve(Settings.from_env())``, the service as ``baton serve``
+- ``baton``: ``baton.adapters.bootstrap.serve(Settings.from_env())``, the service as ``baton serve``
   runs it (NATS URL, data dir, Postgres URL from the ``BATON_*`` environment).
 - ``echo``: a bare ``nats.micro`` service, queue group ``bench``, whose one endpoint
   ``bench.echo`` replies with the request body: the ceiling of a Python NATS responder.
@@ -52,8 +52,8 @@ async def echo() -> None:
 
 
 async def baton() -> None:
-    from adapters.bootstrap import serve
-    from adapters.config import Settings
+    from baton.adapters.bootstrap import serve
+    from baton.adapters.config import Settings
 
     stop = await _until_signalled()
     ready = asyncio.Event()

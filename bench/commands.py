@@ -1,13 +1,12 @@
 """Benchmark 1 (and 6): commands over NATS at 1, 16 and 100 in flight, against a micro echo.
 
-Baton runs as ``baton serve`` would (``bench.child baton``: ``adapters.bootstrap.serve``) in its
-own process on a private nats-server, with a durable store in a temporary data dir (SQLite, or
+Baton runs as ``baton serve`` would (``bench.child baton``: ``baton.adapters.bootstrap.serve``) in
+its own process on a private nats-server, with a durable store in a temporary data dir (SQLite, or
 a fresh PostgreSQL database for benchmark 6). The load generator drives plans of 10 sequential
-steps through ``BatonClient``: create, start, next x 10 (12 commands a plan), with N requests
-in flight. The baseline is a bare ``nats.micro`` echo endpoint, also in its own process, on the
-same server, answered at the same concurrency with a body as large as a create: the ceiling of
-a Python NATS responder. Runs alternate between the two so noise hits both.
-"""
+steps through ``BatonClient``: create, start, next x 10 (12 commands a plan), with N requests in
+flight. The baseline is a bare ``nats.micro`` echo endpoint, also in its own process, on the same
+server, answered at the same concurrency with a body as large as a create: the ceiling of a Python
+NATS responder. Runs alternate between the two so noise hits both."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.config import Settings, event_store_env
-from domain import commands as c
-from domain.services import BatonApp
+from baton.adapters.config import Settings, event_store_env
+from baton.domain import commands as c
+from baton.domain.services import BatonApp
 
 STEPS = 10
 

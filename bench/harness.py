@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from adapters.config import Settings
-from adapters.natsserver import EmbeddedNatsServer
+from baton.adapters.config import Settings
+from baton.adapters.natsserver import EmbeddedNatsServer
 from bench.data import STEPS, env_for, plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +167,7 @@ async def _timed(load: Load, call: Awaitable[Any]) -> Any:
 
 async def connect_client(url: str) -> Any:
     """A ``BatonClient`` on ``url`` (its own NATS connection)."""
-    from adapters.client import BatonClient
+    from baton.adapters.client import BatonClient
 
     return await BatonClient.connect(url, prefix="baton", timeout=60.0)
 

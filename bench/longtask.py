@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from baton.domain import commands as c
+from baton.domain import ids
 from bench.data import open_app, plan, run_commands, settings_for
 from bench.stats import Series, goal, header, ms, note, ratio
-from domain import commands as c
-from domain import ids
 
 EVENTS = 10_000
 KEYS = 10

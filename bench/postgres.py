@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from adapters.config import postgres_params
+from baton.adapters.config import postgres_params
 from bench import baselines, commands
 from bench.stats import Series, goal, header, note, ratio
 

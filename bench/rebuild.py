@@ -34,7 +34,7 @@ def raw_read(app: Any) -> int:
 
 
 def run(quick: bool, **_: Any) -> dict[str, Any]:
-    from projections import Projections
+    from baton.projections import Projections
 
     header("3. Projection rebuild vs a raw read of the decoded notification log (SQLite)")
     n_tasks = 2_000 if quick else 10_000

@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters.config import Settings
-from adapters.publisher import ProgressRelay
+from baton.adapters.config import Settings
+from baton.adapters.publisher import ProgressRelay
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 from bench.data import Progress, open_app, plan, populate, settings_for
 from bench.harness import Child, baton_env, connect_client, nats_server, run_async
 from bench.stats import Series, fmt, goal, header, ms, note, percentile, ratio
-from domain.services import BatonApp
-from projections import Projections
 
 OPS = ("create", "next", "query.task", "query.queue", "query.queue(session)", "query.active")
 

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from domain.ids import SESSION_ID_PATTERN
-from domain.limits import MAX_ID, MAX_NAME, MAX_TEXT, check_json_depth
-from domain.plans import Plan
+from baton.domain.ids import SESSION_ID_PATTERN
+from baton.domain.limits import MAX_ID, MAX_NAME, MAX_TEXT, check_json_depth
+from baton.domain.plans import Plan
 
 
 def _json_depth(value: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Final
 
 from transitions import Machine, MachineError
 
-from domain.errors import InvalidTransition
+from baton.domain.errors import InvalidTransition
 
 
 class StepStatus(StrEnum):

@@ -22,9 +22,9 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as BaseSnapshot
 from eventsourcing.utils import register_topic
 
-from domain import ids
-from domain.errors import InvalidPlan, InvalidTransition, NotFound
-from domain.lifecycle import (
+from baton.domain import ids
+from baton.domain.errors import InvalidPlan, InvalidTransition, NotFound
+from baton.domain.lifecycle import (
     STEP_HISTORY,
     STEP_LIFECYCLE,
     STEP_SATISFIED,
@@ -33,7 +33,7 @@ from domain.lifecycle import (
     StepStatus,
     TaskStatus,
 )
-from domain.plans import StepSpec
+from baton.domain.plans import StepSpec
 
 DEFAULT_PRIORITY = 5
 

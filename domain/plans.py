@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from domain.errors import InvalidPlan
-from domain.limits import MAX_NAME, MAX_STEPS, MAX_TEXT, check_json_depth
+from baton.domain.errors import InvalidPlan
+from baton.domain.limits import MAX_NAME, MAX_STEPS, MAX_TEXT, check_json_depth
 
 
 class PlanStep(BaseModel):

@@ -36,9 +36,9 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
-from domain import commands as c
-from domain import ids
-from domain.errors import (
+from baton.domain import commands as c
+from baton.domain import ids
+from baton.domain.errors import (
     BatonError,
     ConcurrentChange,
     InvalidRequest,
@@ -46,10 +46,10 @@ from domain.errors import (
     NotFound,
     StoreUnavailable,
 )
-from domain.lifecycle import STEP_HISTORY, StepStatus
-from domain.model import CommandRecord, Session, Step, Task
-from domain.plans import Plan, resolve
-from domain.views import history_entry, step_view, task_view
+from baton.domain.lifecycle import STEP_HISTORY, StepStatus
+from baton.domain.model import CommandRecord, Session, Step, Task
+from baton.domain.plans import Plan, resolve
+from baton.domain.views import history_entry, step_view, task_view
 
 Reply = Any
 A = TypeVar("A", bound=Aggregate)

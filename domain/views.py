@@ -6,8 +6,8 @@ from typing import Any
 
 from eventsourcing.domain import CanMutateAggregate
 
-from domain.lifecycle import StepStatus
-from domain.model import Step, Task
+from baton.domain.lifecycle import StepStatus
+from baton.domain.model import Step, Task
 
 _PENDING = StepStatus.PENDING.value
 _BASE_FIELDS = frozenset(

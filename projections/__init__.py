@@ -1,5 +1,5 @@
 """The read side: views of tasks kept from the event log, in the same store as the events."""
 
-from projections.projector import Projections
+from baton.projections.projector import Projections
 
 __all__ = ["Projections"]

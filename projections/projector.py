@@ -29,13 +29,13 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
-from domain import codec
-from domain.errors import InvalidRequest, NotFound
-from domain.model import Task
-from domain.services import BatonApp
-from domain.views import history_entry, task_view
-from projections import rows
-from projections.store import TABLES, VIEW_TABLES, ViewStore, view_store_for
+from baton.domain import codec
+from baton.domain.errors import InvalidRequest, NotFound
+from baton.domain.model import Task
+from baton.domain.services import BatonApp
+from baton.domain.views import history_entry, task_view
+from baton.projections import rows
+from baton.projections.store import TABLES, VIEW_TABLES, ViewStore, view_store_for
 
 log = logging.getLogger(__name__)
 

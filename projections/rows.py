@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain import codec
-from domain.lifecycle import StepStatus
-from domain.model import Step, Task
-from domain.views import step_view, task_summary, task_view
+from baton.domain import codec
+from baton.domain.lifecycle import StepStatus
+from baton.domain.model import Step, Task
+from baton.domain.views import step_view, task_summary, task_view
 
 _OPEN = {StepStatus.PENDING.value, StepStatus.CURRENT.value}
 

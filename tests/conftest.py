@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from psycopg import sql
 
-from adapters.natsserver import EmbeddedNatsServer
+from baton.adapters.natsserver import EmbeddedNatsServer
 
 # Hypothesis profiles: "ci" (the default here) is quick and tolerant of slow shared machines,
 # "dev" is Hypothesis' own default, "soak" runs long (make soak).

@@ -1,4 +1,4 @@
-"""Baton as a process, as `make run` starts it (`python -m adapters`, configured by BATON_*
+"""Baton as a process, as `make run` starts it (`python -m baton.adapters`, configured by BATON_*
 variables), and what it published on JetStream: shared by the e2e and fault suites."""
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any
 
 import nats
 
-from adapters.config import Settings
+from baton.adapters.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class ServiceProcess:
-    """``python -m adapters`` configured by BATON_* variables; its log goes to a file per start."""
+    """``python -m baton.adapters`` configured by BATON_* variables; its log goes to a file per
+    start."""
 
     def __init__(
         self,
@@ -76,7 +77,7 @@ class ServiceProcess:
         )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "adapters"],
+                [sys.executable, "-m", "baton.adapters"],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

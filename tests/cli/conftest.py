@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from adapters.client import BatonClient
+from baton.adapters.client import BatonClient
 
 BIN = Path(sys.executable).parent
 BATON = str(BIN / "baton")

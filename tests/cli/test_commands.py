@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapters.schema import render_documents
+from baton.adapters.schema import render_documents
 from tests.cli.conftest import Service
 
 TWO = {"steps": [{"step_name": "a"}, {"step_name": "b"}]}

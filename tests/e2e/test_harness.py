@@ -11,7 +11,7 @@ import nats
 import pytest
 from hypothesis import settings
 
-from adapters.harness import main, run_harness_async
+from baton.adapters.harness import main, run_harness_async
 from tests.faults.support import ServiceProcess, emit, new_prefix
 
 EXAMPLES = max(10, settings.default.max_examples // 2)  # ci: 30; soak: 1000

@@ -18,10 +18,10 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from adapters.config import Settings, event_store_env
-from adapters.publisher import ensure_streams, stream_names
-from domain import commands as c
-from domain.services import HANDLERS, BatonApp, UnitOfWork
+from baton.adapters.config import Settings, event_store_env
+from baton.adapters.publisher import ensure_streams, stream_names
+from baton.domain import commands as c
+from baton.domain.services import HANDLERS, BatonApp, UnitOfWork
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = {"steps": [{"step_name": n, "description": f"do {n}"} for n in ("a", "b", "c", "d")]}
@@ -31,9 +31,9 @@ RELAY = """
 import asyncio, signal, sys
 from pathlib import Path
 import nats
-from adapters.config import Settings, event_store_env
-from adapters.publisher import ProgressRelay
-from domain.services import BatonApp
+from baton.adapters.config import Settings, event_store_env
+from baton.adapters.publisher import ProgressRelay
+from baton.domain.services import BatonApp
 
 async def main(url, data_dir, prefix):
     app = BatonApp(env=event_store_env(Settings(data_dir=Path(data_dir))))

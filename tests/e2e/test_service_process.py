@@ -1,5 +1,6 @@
-"""Baton run the way `make run` runs it: a separate process (`python -m adapters`), configured by
-the environment, driven through the typed client, stopped by signals, and killed mid-run."""
+"""Baton run the way `make run` runs it: a separate process (`python -m baton.adapters`),
+configured by the environment, driven through the typed client, stopped by signals, and killed
+mid-run."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from adapters.client import BatonClient, BatonUnavailable
-from adapters.natsserver import free_port, nats_answers
-from adapters.publisher import stream_names
+from baton.adapters.client import BatonClient, BatonUnavailable
+from baton.adapters.natsserver import free_port, nats_answers
+from baton.adapters.publisher import stream_names
 from tests.integration.nats_support import new_prefix, plan
 from tests.processes import ServiceProcess, stream_messages
 

@@ -22,11 +22,11 @@ import nats
 import nats.errors
 import pytest
 
-from adapters.client import BatonClient, BatonRequestError, BatonUnavailable
-from adapters.config import Settings, event_store_env
-from adapters.publisher import stream_names
-from domain.services import BatonApp
-from projections import Projections
+from baton.adapters.client import BatonClient, BatonRequestError, BatonUnavailable
+from baton.adapters.config import Settings, event_store_env
+from baton.adapters.publisher import stream_names
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 from tests.processes import ServiceProcess as ServiceProcess
 from tests.processes import stream_messages as stream_messages
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.client import BatonClient, BatonRequestError
+from baton.adapters.client import BatonClient, BatonRequestError
 from tests.faults.support import SOAK, ServiceProcess, emit, new_prefix
 
 CLIENTS = 30

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.client import BatonClient
-from adapters.natsserver import EmbeddedNatsServer
+from baton.adapters.client import BatonClient
+from baton.adapters.natsserver import EmbeddedNatsServer
 from tests.faults.support import (
     Load,
     ServiceProcess,

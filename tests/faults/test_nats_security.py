@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.client import BatonClient
-from adapters.natsserver import find_nats_server, free_port, nats_answers
+from baton.adapters.client import BatonClient
+from baton.adapters.natsserver import find_nats_server, free_port, nats_answers
 from tests.faults.support import ServiceProcess, new_prefix
 
 USER, PASSWORD, TOKEN = "baton", "s3cret-pw", "s3cret-token"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from adapters.client import BatonClient
+from baton.adapters.client import BatonClient
 from tests.faults.support import KINDS, SOAK, Load, ServiceProcess, emit, new_prefix
 
 TASKS_PER_KIND = 60 if SOAK else 12

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.client import BatonClient, BatonRequestError, BatonUnavailable
+from baton.adapters.client import BatonClient, BatonRequestError, BatonUnavailable
 from tests.faults.support import (
     SEQ_PLAN,
     SOAK,

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.client import BatonClient, BatonRequestError
+from baton.adapters.client import BatonClient, BatonRequestError
 from tests.conftest import pg_admin_url
 from tests.faults.support import (
     SEQ_PLAN,

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from adapters.client import BatonClient
-from adapters.config import event_store_env
-from adapters.harness import LoopThread
-from adapters.messages import COMMANDS, QUERIES, parse
-from adapters.natsserver import EmbeddedNatsServer
-from domain.errors import BatonError
-from domain.limits import MAX_REQUEST_BYTES
-from domain.services import BatonApp
+from baton.adapters.client import BatonClient
+from baton.adapters.config import event_store_env
+from baton.adapters.harness import LoopThread
+from baton.adapters.messages import COMMANDS, QUERIES, parse
+from baton.adapters.natsserver import EmbeddedNatsServer
+from baton.domain.errors import BatonError
+from baton.domain.limits import MAX_REQUEST_BYTES
+from baton.domain.services import BatonApp
 from tests.faults.support import ServiceProcess, emit, new_prefix
 
 SUBJECTS = sorted([*COMMANDS, *QUERIES])

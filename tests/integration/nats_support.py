@@ -17,10 +17,10 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from adapters.bootstrap import Baton
-from adapters.client import BatonClient
-from adapters.config import Settings
-from domain.services import BatonApp
+from baton.adapters.bootstrap import Baton
+from baton.adapters.client import BatonClient
+from baton.adapters.config import Settings
+from baton.domain.services import BatonApp
 
 
 def new_prefix() -> str:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from adapters.config import Settings, event_store_env
-from domain import commands as c
-from domain.errors import NotFound
-from domain.services import BatonApp
+from baton.adapters.config import Settings, event_store_env
+from baton.domain import commands as c
+from baton.domain.errors import NotFound
+from baton.domain.services import BatonApp
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from adapters.config import Settings, event_store_env
-from domain import commands as c
-from domain.errors import ConcurrentChange, InvalidTransition
-from domain.services import BatonApp
+from baton.adapters.config import Settings, event_store_env
+from baton.domain import commands as c
+from baton.domain.errors import ConcurrentChange, InvalidTransition
+from baton.domain.services import BatonApp
 
 WORKERS = 6
 STEPS = 18

@@ -9,7 +9,7 @@ import nats
 import psycopg
 import pytest
 
-from adapters.natsserver import EmbeddedNatsServer, nats_answers
+from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
 
 
 async def test_embedded_server_accepts_a_connection_and_jetstream_acks_a_publish(

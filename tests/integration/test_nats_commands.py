@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.bootstrap import serve
-from adapters.client import BatonClient
+from baton.adapters.bootstrap import serve
+from baton.adapters.client import BatonClient
 from tests.integration.nats_support import Running, plan, running_baton, settings_for
 
 

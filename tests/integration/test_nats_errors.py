@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from adapters.client import BatonRequestError
-from adapters.natsserver import EmbeddedNatsServer
-from adapters.service import BatonService
-from domain.limits import MAX_REQUEST_BYTES
+from baton.adapters.client import BatonRequestError
+from baton.adapters.natsserver import EmbeddedNatsServer
+from baton.adapters.service import BatonService
+from baton.domain.limits import MAX_REQUEST_BYTES
 from tests.integration.nats_support import (
     Running,
     new_prefix,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.client import BatonRequestError
+from baton.adapters.client import BatonRequestError
 from tests.integration.nats_support import Running, plan, running_baton, settings_for
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from adapters.bootstrap import Baton
-from adapters.client import BatonClient
+from baton.adapters.bootstrap import Baton
+from baton.adapters.client import BatonClient
 from tests.integration.nats_support import plan, running_baton, settings_for
 
 pytestmark = pytest.mark.postgres

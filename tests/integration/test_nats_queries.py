@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from adapters.messages import COMMANDS, QUERIES
+from baton.adapters.messages import COMMANDS, QUERIES
 from tests.integration.nats_support import Running, plan, running_baton, settings_for
 
 

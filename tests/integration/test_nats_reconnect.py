@@ -9,10 +9,10 @@ from pathlib import Path
 
 import nats
 
-from adapters.bootstrap import Baton
-from adapters.client import BatonClient, BatonUnavailable
-from adapters.natsserver import EmbeddedNatsServer
-from adapters.publisher import stream_names
+from baton.adapters.bootstrap import Baton
+from baton.adapters.client import BatonClient, BatonUnavailable
+from baton.adapters.natsserver import EmbeddedNatsServer
+from baton.adapters.publisher import stream_names
 from tests.integration.nats_support import plan, settings_for
 
 

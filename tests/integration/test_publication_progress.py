@@ -17,18 +17,18 @@ from typing import Any
 import nats
 import pytest
 
-from adapters.config import Settings, event_store_env
-from adapters.natsserver import EmbeddedNatsServer
-from adapters.publisher import (
+from baton.adapters.config import Settings, event_store_env
+from baton.adapters.natsserver import EmbeddedNatsServer
+from baton.adapters.publisher import (
     DUPLICATE_WINDOW_S,
     ProgressRelay,
     PublicationError,
     ensure_streams,
     stream_names,
 )
-from domain import commands as c
-from domain import ids
-from domain.services import BatonApp
+from baton.domain import commands as c
+from baton.domain import ids
+from baton.domain.services import BatonApp
 
 PLAN = {"steps": [{"step_name": n, "description": f"do {n}"} for n in ("a", "b", "c")]}
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from adapters.config import Settings, event_store_env
-from adapters.publisher import TriggerScheduler, stream_names
-from domain import commands as c
-from domain.services import BatonApp
-from projections import Projections
+from baton.adapters.config import Settings, event_store_env
+from baton.adapters.publisher import TriggerScheduler, stream_names
+from baton.domain import commands as c
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 
 PLAN = {"steps": [{"step_name": n, "description": f"do {n}"} for n in ("a", "b")]}
 

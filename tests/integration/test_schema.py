@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from adapters import schema as s
-from domain import commands as c
-from domain.services import BatonApp
+from baton.adapters import schema as s
+from baton.domain import commands as c
+from baton.domain.services import BatonApp
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -172,7 +172,7 @@ def test_history_entries_and_old_versions_match_the_models(app: BatonApp) -> Non
 
 
 def test_an_error_reply_matches_the_error_model(app: BatonApp) -> None:
-    from domain.errors import BatonError
+    from baton.domain.errors import BatonError
 
     with pytest.raises(BatonError) as caught:
         app.handle(c.StartTask(task_id="nope"))

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.config import Settings, event_store_env
-from domain.services import BatonApp
-from projections import Projections
+from baton.adapters.config import Settings, event_store_env
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 from tests.conftest import _require_postgres, pg_admin_url
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.config import Settings, event_store_env
-from domain import commands as c
-from domain.errors import BatonError
-from domain.services import BatonApp
-from projections import Projections
+from baton.adapters.config import Settings, event_store_env
+from baton.domain import commands as c
+from baton.domain.errors import BatonError
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 from tests.projections.conftest import new_schema
 
 SESSIONS = ["s0", "s1", "s2"]

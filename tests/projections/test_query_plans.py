@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adapters.config import Settings, event_store_env
-from domain.services import BatonApp
-from projections import Projections
+from baton.adapters.config import Settings, event_store_env
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 
 
 class Recorded:

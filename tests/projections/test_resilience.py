@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from adapters.config import Settings
-from domain import commands as c
-from domain.errors import BatonError
-from domain.services import BatonApp
-from projections import Projections
+from baton.adapters.config import Settings
+from baton.domain import commands as c
+from baton.domain.errors import BatonError
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 from tests.projections.support import create, graph, seq
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,9 +80,9 @@ CRASHING_PROJECTION = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from adapters.config import Settings, event_store_env
-    from domain.services import BatonApp
-    from projections import Projections
+    from baton.adapters.config import Settings, event_store_env
+    from baton.domain.services import BatonApp
+    from baton.projections import Projections
 
     data_dir, url, schema, batch = sys.argv[1:5]
     settings = Settings(

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from domain import commands as c
-from domain.errors import InvalidRequest, NotFound
-from domain.services import BatonApp
-from projections import Projections
+from baton.domain import commands as c
+from baton.domain.errors import InvalidRequest, NotFound
+from baton.domain.services import BatonApp
+from baton.projections import Projections
 from tests.projections.support import create, graph, seq, step_id
 
 # -- the active task -----------------------------------------------------------------------------

@@ -30,9 +30,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from domain import commands as c
-from domain.errors import BatonError
-from domain.services import BatonApp
+from baton.domain import commands as c
+from baton.domain.errors import BatonError
+from baton.domain.services import BatonApp
 
 NAMES = ["a", "b", "c", "d", "e", "f"]
 DESCRIPTIONS = ["x", "y"]

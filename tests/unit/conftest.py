@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from domain.errors import BatonError
-from domain.services import BatonApp
+from baton.domain.errors import BatonError
+from baton.domain.services import BatonApp
 from tests.unit.support import FakeClock, new_app, notification_count
 
 

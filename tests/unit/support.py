@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain import commands as c
-from domain.services import BatonApp
+from baton.domain import commands as c
+from baton.domain.services import BatonApp
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 

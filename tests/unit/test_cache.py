@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domain import commands as c
-from domain.services import NewestVersionCache
+from baton.domain import commands as c
+from baton.domain.services import NewestVersionCache
 from tests.unit.support import create, seq
 
 

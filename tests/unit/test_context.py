@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domain import commands as c
-from domain.errors import InvalidTransition
+from baton.domain import commands as c
+from baton.domain.errors import InvalidTransition
 from tests.unit.support import create, graph, seq, sid, step
 
 

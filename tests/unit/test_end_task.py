@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain import commands as c
-from domain.errors import InvalidTransition
+from baton.domain import commands as c
+from baton.domain.errors import InvalidTransition
 from tests.unit.support import create, graph, seq, sid, statuses, step
 
 ENDINGS = [

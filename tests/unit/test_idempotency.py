@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domain import commands as c
-from domain.errors import InvalidTransition
-from domain.services import BatonApp
+from baton.domain import commands as c
+from baton.domain.errors import InvalidTransition
+from baton.domain.services import BatonApp
 from tests.unit.support import create, notification_count, seq, sid
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from domain import ids
+from baton.domain import ids
 from tests.unit.support import create, seq
 
 SAFE = re.compile(r"^[A-Za-z0-9_-]+-[0-9a-f]{8}$")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import InvalidTransition
-from domain.lifecycle import STEP_LIFECYCLE, TASK_LIFECYCLE, StepStatus, TaskStatus
+from baton.domain.errors import InvalidTransition
+from baton.domain.lifecycle import STEP_LIFECYCLE, TASK_LIFECYCLE, StepStatus, TaskStatus
 
 STEP_RULES = {
     ("start", "pending"): "current",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domain import commands as c
-from domain.errors import InvalidPlan
-from domain.plans import Plan, find_cycle, is_sequential, resolve
+from baton.domain import commands as c
+from baton.domain.errors import InvalidPlan
+from baton.domain.plans import Plan, find_cycle, is_sequential, resolve
 from tests.unit.support import create, graph, seq, statuses, step
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from domain import commands as c
-from domain.limits import MAX_JSON_DEPTH
+from baton.domain import commands as c
+from baton.domain.limits import MAX_JSON_DEPTH
 
 
 def nested(depth: int) -> str:
