@@ -31,7 +31,7 @@ from nats.aio.client import Client
 from baton.adapters.config import Settings, event_store_env, nats_credentials
 from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
 from baton.adapters.planner import NatsPlanner
-from baton.adapters.publisher import ProgressRelay, TriggerScheduler, ensure_streams
+from baton.adapters.publication import ProgressRelay, TriggerScheduler, ensure_streams
 from baton.adapters.service import BatonService
 from baton.adapters.workspace import DirectoryWorkspace
 from baton.domain.services import BatonApp

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from baton.adapters.config import Settings
-from baton.adapters.publisher import ProgressRelay
+from baton.adapters.publication import ProgressRelay
 from baton.domain.services import BatonApp
 from baton.projections import Projections
 from bench.data import Progress, open_app, plan, populate, settings_for

@@ -19,7 +19,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from baton.adapters.config import Settings, event_store_env
-from baton.adapters.publisher import ensure_streams, stream_names
+from baton.adapters.publication import ensure_streams, stream_names
 from baton.domain import commands as c
 from baton.domain.services import HANDLERS, BatonApp, UnitOfWork
 
@@ -32,7 +32,7 @@ import asyncio, signal, sys
 from pathlib import Path
 import nats
 from baton.adapters.config import Settings, event_store_env
-from baton.adapters.publisher import ProgressRelay
+from baton.adapters.publication import ProgressRelay
 from baton.domain.services import BatonApp
 
 async def main(url, data_dir, prefix):

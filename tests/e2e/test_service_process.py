@@ -15,7 +15,7 @@ import pytest
 
 from baton.adapters.client import BatonClient, BatonUnavailable
 from baton.adapters.natsserver import free_port, nats_answers
-from baton.adapters.publisher import stream_names
+from baton.adapters.publication import stream_names
 from tests.integration.nats_support import new_prefix, plan
 from tests.processes import ServiceProcess, stream_messages
 

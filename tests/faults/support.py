@@ -24,7 +24,7 @@ import pytest
 
 from baton.adapters.client import BatonClient, BatonRequestError, BatonUnavailable
 from baton.adapters.config import Settings, event_store_env
-from baton.adapters.publisher import stream_names
+from baton.adapters.publication import stream_names
 from baton.domain.services import BatonApp
 from baton.projections import Projections
 from tests.processes import ServiceProcess as ServiceProcess

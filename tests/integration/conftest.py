@@ -9,7 +9,7 @@ from typing import Any
 import nats
 import pytest
 
-from baton.adapters.publisher import ensure_streams, stream_names
+from baton.adapters.publication import ensure_streams, stream_names
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import nats
 from baton.adapters.bootstrap import Baton
 from baton.adapters.client import BatonClient, BatonUnavailable
 from baton.adapters.natsserver import EmbeddedNatsServer
-from baton.adapters.publisher import stream_names
+from baton.adapters.publication import stream_names
 from tests.integration.nats_support import plan, settings_for
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from baton.adapters.config import Settings, event_store_env
 from baton.adapters.natsserver import EmbeddedNatsServer
-from baton.adapters.publisher import (
+from baton.adapters.publication import (
     DUPLICATE_WINDOW_S,
     ProgressRelay,
     PublicationError,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from baton.adapters.config import Settings, event_store_env
-from baton.adapters.publisher import TriggerScheduler, stream_names
+from baton.adapters.publication import TriggerScheduler, stream_names
 from baton.domain import commands as c
 from baton.domain.services import BatonApp
 from baton.projections import Projections

@@ -1,0 +1,161 @@
+"""The trigger scheduler: each trigger when its ``fire_at`` comes, to
+``<prefix>.trigger.<session_id>``.
+
+It asks the projections for due triggers, publishes each and marks it published in the
+projections (a mark a rebuild never drops). A withdrawn or replaced trigger leaves the pending
+table, so it is never published. (The projections are caught up right before each look, so only
+a withdrawal committed in the few milliseconds between that look and the publication of a
+trigger already due can lose the race; the trigger had fired by then.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from eventsourcing.persistence import IntegrityError
+
+from baton.adapters.publication.progress import HEADER_ROOM, max_payload_of
+from baton.adapters.publication.pump import MSG_ID, Pump, encode
+from baton.adapters.publication.streams import ensure_streams, stream_names
+
+log = logging.getLogger("baton.adapters.publication")
+
+
+class DueTriggers(Protocol):
+    """What the scheduler needs of the projections."""
+
+    def due_triggers(self, now: float, limit: int) -> list[dict[str, Any]]:
+        """Pending, unpublished triggers whose ``fire_at <= now``, earliest first."""
+        ...
+
+    def next_fire_at(self) -> float | None:
+        """The earliest ``fire_at`` of the pending, unpublished triggers."""
+        ...
+
+    def mark_trigger_published(self, trigger_id: str) -> None:
+        """Records durably that the trigger is published (a rebuild keeps it)."""
+        ...
+
+    def catch_up(self) -> int:
+        """Applies the events the projections have not seen yet."""
+        ...
+
+
+def fitting_trigger(trigger: dict[str, Any], limit: int) -> bytes:
+    """The message of a trigger; one too big for the server keeps its ids, times and priority
+    and a cut ``next_action_description`` (the step in ``query.task`` has it whole)."""
+    body = encode(trigger)
+    if len(body) <= limit:
+        return body
+    log.error(
+        "trigger %s is %d bytes, over the %d a message may carry; publishing it shortened",
+        trigger.get("trigger_id"),
+        len(body),
+        limit,
+    )
+    slim = dict(trigger)
+    payload = slim.get("payload")
+    if isinstance(payload, dict):
+        slim["payload"] = {"parent_action_id": payload.get("parent_action_id")}
+    text = str(slim.get("next_action_description") or "")
+    slim["next_action_description"] = text[: max(0, limit // 4)]
+    slim["truncated"] = True
+    return encode(slim)
+
+
+class TriggerScheduler(Pump):
+    """Publishes each trigger when its ``fire_at`` comes to ``<prefix>.trigger.<session_id>``."""
+
+    name = "trigger scheduler"
+    min_interval = 0.005
+    max_sleep: float = 0.25
+    """The longest nap between two looks at the projections (triggers fire within 1 s)."""
+
+    def __init__(
+        self,
+        projections: DueTriggers,
+        js: Any,
+        prefix: str = "baton",
+        *,
+        batch: int = 200,
+        publish_timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        max_payload: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.projections = projections
+        self.js = js
+        self.prefix = prefix
+        self.batch = batch
+        self.publish_timeout = publish_timeout
+        self.clock = clock
+        self.max_payload = max_payload or max_payload_of(js)
+        self.stream = stream_names(prefix)[1]
+        self.published = 0
+        """Triggers JetStream stored for this scheduler (since it was made)."""
+        self.duplicates = 0
+        """Triggers JetStream had already (published before a crash, not yet marked)."""
+
+    def _due(self) -> list[dict[str, Any]]:
+        # IntegrityError: someone else caught the projections up meanwhile; they are fresh.
+        with contextlib.suppress(IntegrityError):
+            self.projections.catch_up()
+        return self.projections.due_triggers(self.clock(), self.batch)
+
+    async def pump_once(self) -> int:
+        """Publishes the triggers due now and marks them; returns how many JetStream acknowledged.
+        Raises ``PublicationError`` after marking the acknowledged ones if some were not."""
+        due = await self._in_thread(self._due)
+        if not due:
+            return 0
+        if self._streams_missing:
+            await ensure_streams(self.js, self.prefix)
+            self._streams_missing = False
+        results = await asyncio.gather(*(self._publish(t) for t in due), return_exceptions=True)
+        acked = [t["trigger_id"] for t, r in zip(due, results, strict=True) if r is None]
+        if acked:
+            await self._in_thread(self._mark, acked)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        self._fail_on(errors, f"of {len(due)} triggers not published")
+        return len(acked)
+
+    async def _pump_batch(self) -> bool:
+        return await self.pump_once() >= self.batch
+
+    def _mark(self, trigger_ids: list[str]) -> None:
+        mark_all = getattr(self.projections, "mark_triggers_published", None)
+        if mark_all is not None:  # one transaction for the whole batch
+            mark_all(trigger_ids)
+            return
+        for trigger_id in trigger_ids:
+            self.projections.mark_trigger_published(trigger_id)
+
+    async def _publish(self, trigger: dict[str, Any]) -> None:
+        ack = await self.js.publish(
+            f"{self.prefix}.trigger.{trigger['session_id']}",
+            fitting_trigger(trigger, self.max_payload() - HEADER_ROOM),
+            timeout=self.publish_timeout,
+            headers={MSG_ID: trigger["trigger_id"]},
+        )
+        if ack.duplicate:
+            self.duplicates += 1
+        else:
+            self.published += 1
+
+    async def _idle_timeout(self) -> float:
+        try:
+            next_at = await self._in_thread(self.projections.next_fire_at)
+        except Exception as error:  # the store is down: look again soon
+            log.debug("%s: next_fire_at failed: %r", self.name, error)
+            return self.max_sleep
+        if next_at is None:
+            return self.max_sleep
+        return min(self.max_sleep, max(0.0, next_at - self.clock()))
+
+
+__all__ = ["DueTriggers", "TriggerScheduler", "fitting_trigger"]
