@@ -17,5 +17,9 @@ setup(
         f"baton.{package}"
         for package in find_packages(include=[f"{folder}*" for folder in FOLDERS])
     ],
-    package_data={f"baton.{folder}": ["py.typed"] for folder in FOLDERS},
+    package_data={
+        **{f"baton.{folder}": ["py.typed"] for folder in FOLDERS},
+        # The dashboard's pages, scripts and styles, served from the installed package.
+        "baton.adapters.ui": ["static/*.*", "static/pages/*.*"],
+    },
 )

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import nats
@@ -36,6 +36,9 @@ from baton.adapters.service import BatonService
 from baton.adapters.workspace import DirectoryWorkspace
 from baton.domain.services import BatonApp
 from baton.projections import Projections
+
+if TYPE_CHECKING:
+    from baton.adapters.ui import Dashboard
 
 log = logging.getLogger("baton")
 
@@ -135,6 +138,7 @@ class Baton:
         self.service: BatonService | None = None
         self.relay: ProgressRelay | None = None
         self.scheduler: TriggerScheduler | None = None
+        self.dashboard: Dashboard | None = None
         self.executor = ThreadPoolExecutor(SERVICE_THREADS, thread_name_prefix="baton")
         self._stop_publication = asyncio.Event()
         self._publication: list[asyncio.Task[None]] = []
@@ -207,6 +211,10 @@ class Baton:
             _redact(nc.connected_url.geturl() if nc.connected_url else settings.nats_url),
             settings.subject_prefix,
         )
+        if settings.ui_addr:
+            from baton.adapters.ui import start_dashboard  # a client, on a connection of its own
+
+            self.dashboard = await start_dashboard(settings)
 
     async def _on_error(self, error: Exception) -> None:
         log.warning("NATS: %s", str(error) or type(error).__name__)
@@ -255,6 +263,8 @@ class Baton:
         if self._closed:
             return
         self._closed = True
+        if self.dashboard is not None:
+            await self.dashboard.close()
         if self.service is not None:
             await self.service.stop()
         self._stop_publication.set()

@@ -325,6 +325,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serves the web dashboard for the deployment at --nats (read-only)."""
+    from baton.adapters.ui import DEFAULT_ADDR, Dashboard, parse_addr, run_dashboard
+
+    logging.basicConfig(
+        level=os.environ.get("BATON_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = settings_of(args)
+    addr = args.addr or settings.ui_addr or DEFAULT_ADDR
+    try:
+        parse_addr(addr)
+    except ValueError as error:
+        raise CliError(f"error: --addr: {error}") from None
+
+    def ready(dashboard: Dashboard) -> None:
+        print(
+            f"dashboard on {dashboard.url} for NATS at {dashboard.link.server} "
+            f"(prefix {settings.subject_prefix}); Ctrl-C to stop",
+            flush=True,
+        )
+
+    try:
+        asyncio.run(run_dashboard(settings, addr, on_ready=ready))
+    except OSError as error:
+        raise CliError(
+            f"error: cannot serve the dashboard on {addr}: {error.strerror or error}", EXIT_SERVER
+        ) from None
+    return EXIT_OK
+
+
 def cmd_harness(args: argparse.Namespace) -> int:
     """Runs the property-based state machine over NATS; exit 1 on a contract break."""
     from baton.adapters.harness import run_harness
@@ -956,6 +988,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add(sub, "serve", cmd_serve, "run the Baton service (starts a local nats-server if needed)")
+    p = add(sub, "ui", cmd_ui, "serve the web dashboard for a deployment (read-only)")
+    p.add_argument(
+        "--addr",
+        default=None,
+        metavar="HOST:PORT",
+        help="where to listen (default $BATON_UI_ADDR or 127.0.0.1:8600)",
+    )
 
     task = sub.add_parser("task", help="create, advance, replan and end tasks")
     task_sub = task.add_subparsers(dest="task_command", metavar="ACTION", required=True)

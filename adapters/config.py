@@ -56,6 +56,11 @@ class Settings:
     nats_tls_ca: str | None = None
     """``BATON_NATS_TLS_CA``: a CA bundle to verify the NATS server's TLS certificate."""
 
+    ui_addr: str | None = None
+    """``BATON_UI_ADDR``: where ``baton serve`` serves the web dashboard (``HOST:PORT``; from the
+    environment the default is ``127.0.0.1:8600``, and an empty value turns it off). Settings
+    made in code default to no dashboard."""
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
@@ -81,6 +86,7 @@ class Settings:
             nats_creds=env.get("BATON_NATS_CREDS") or None,
             nats_nkey_seed=env.get("BATON_NATS_NKEY_SEED") or None,
             nats_tls_ca=env.get("BATON_NATS_TLS_CA") or None,
+            ui_addr=env.get("BATON_UI_ADDR", "127.0.0.1:8600").strip() or None,
         )
 
     @property

@@ -73,8 +73,9 @@ class ServiceProcess:
             BATON_DATA_DIR=str(self.data_dir),
             BATON_SUBJECT_PREFIX=self.prefix,
             BATON_PLANNER_TIMEOUT_S="1",
-            **self.extra_env,
+            BATON_UI_ADDR="",  # no dashboard on the shared port 8600 unless a test asks for one
         )
+        env.update(self.extra_env)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "baton.adapters"],

@@ -94,6 +94,7 @@ def cli_env(nats_url: str, prefix: str, data_dir: Path) -> dict[str, str]:
         BATON_SUBJECT_PREFIX=prefix,
         BATON_DATA_DIR=str(data_dir),
         BATON_LOG_LEVEL="INFO",
+        BATON_UI_ADDR="",  # no dashboard on the shared port 8600
         PYTHONUNBUFFERED="1",
     )
     env.pop("FORCE_COLOR", None)

@@ -51,6 +51,9 @@ def test_the_wheel_holds_only_the_baton_package_at_its_top(wheel: Path) -> None:
         assert f"baton/{package}/__init__.py" in names
         assert f"baton/{package}/py.typed" in names
     assert "baton/domain/model.py" in names
+    # the dashboard's pages and scripts are package data
+    for static in ("index.html", "app.js", "app.css", "graph.js", "pages/task.js"):
+        assert f"baton/adapters/ui/static/{static}" in names, static
 
 
 def test_the_installed_wheel_runs_baton_and_has_no_bare_packages(
@@ -102,6 +105,20 @@ def test_the_installed_wheel_runs_baton_and_has_no_bare_packages(
         check=True,
     ).stdout
     assert str(env_dir) in where
+    shell = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "from baton.adapters.ui.server import STATIC; "
+            "print((STATIC / 'index.html').read_text())",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean,
+        check=True,
+    ).stdout
+    assert "/static/app.js" in shell  # the installed dashboard finds its page
     for bare in ("domain", "projections", "adapters"):
         probe = subprocess.run(
             [str(python), "-c", f"import {bare}"],
