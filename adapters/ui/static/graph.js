@@ -6,13 +6,14 @@
 
 import { escapeXml, show } from "./app.js";
 
-export const NODE_W = 176;
+export const NODE_W = 168;
 export const NODE_H = 46;
-const GAP_X = 56;   // between layers
+const GAP_X = 48;   // between layers
 const GAP_Y = 14;   // between nodes of a layer
 const ROW_GAP = 34; // between the rows of a wrapped line
 const PAD = 16;
-const DUMMY_H = 10;  // the slot an edge takes in a layer it crosses
+const DUMMY_H = 10;
+const MANY_EDGES = 400; // above this, edges are drawn as two paths  // the slot an edge takes in a layer it crosses
 
 /** The structure of a plan, as a key: the layout is reused while it does not change. */
 export function shapeKey(steps) {
@@ -189,14 +190,18 @@ function edgePath(a, b) {
   return `M${x1},${y1} C${x1},${y1 + 30} ${x2},${y2 - 30} ${x2},${y2}`;
 }
 
-/** ready / blocked / current · claimed by w1 / failed · 2 attempts ... */
-export function stepState(step) {
+/** ready / blocked / current · by w1 / failed · 2 attempts ... (`short`: "×2" for attempts). */
+export function stepState(step, short = false) {
   const parts = [];
   if (step.status === "pending") parts.push(step.ready ? "ready" : "blocked");
   else parts.push(step.status || "?");
   if (step.claimed_by) parts.push(`by ${step.claimed_by}`);
-  if ((step.attempts || 0) > 1) parts.push(`${step.attempts} attempts`);
+  if ((step.attempts || 0) > 1) parts.push(short ? `×${step.attempts}` : `${step.attempts} attempts`);
   return parts.join(" · ");
+}
+
+function isDone(step) {
+  return step.status === "completed" || step.status === "skipped";
 }
 
 function clip(text, size) {
@@ -220,9 +225,17 @@ export function graphSvg(steps, shape, zoom, selected) {
   parts.push('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#9ca3af"/></marker>');
   parts.push('<marker id="arrow-done" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#22c55e"/></marker></defs>');
   parts.push('<g class="edges">');
-  for (const { from, path } of shape.edges) {
-    const done = steps[from].status === "completed" || steps[from].status === "skipped";
-    parts.push(`<path class="edge${done ? " done" : ""}" d="${path}" marker-end="url(#${done ? "arrow-done" : "arrow"})"/>`);
+  if (shape.edges.length > MANY_EDGES) {
+    // Many edges: two paths (done / not yet) without arrowheads, as thousands of elements with
+    // markers cost more to draw than the steps; a layered graph reads left to right anyway.
+    const done = [], open = [];
+    for (const { from, path } of shape.edges) (isDone(steps[from]) ? done : open).push(path);
+    parts.push(`<path class="edge" d="${open.join(" ")}"/><path class="edge done" d="${done.join(" ")}"/>`);
+  } else {
+    for (const { from, path } of shape.edges) {
+      const done = isDone(steps[from]);
+      parts.push(`<path class="edge${done ? " done" : ""}" d="${path}" marker-end="url(#${done ? "arrow-done" : "arrow"})"/>`);
+    }
   }
   parts.push("</g><g class=\"nodes\">");
   steps.forEach((step, i) => {
@@ -234,8 +247,8 @@ export function graphSvg(steps, shape, zoom, selected) {
       `<g class="node s-${status}${readiness}${chosen}" transform="translate(${x},${y})" data-step-id="${escapeXml(step.step_id)}" data-step-name="${escapeXml(step.step_name)}" data-status="${escapeXml(step.status)}" data-ready="${step.ready ? "true" : "false"}">` +
       `<title>${escapeXml(tooltip(step))}</title>` +
       `<rect width="${NODE_W}" height="${NODE_H}" rx="7" ry="7"/>` +
-      `<text class="name" x="10" y="19">${escapeXml(clip(step.step_name, 22))}</text>` +
-      `<text class="sub" x="10" y="36">${escapeXml(clip(stepState(step), 27))}</text></g>`
+      `<text class="name" x="10" y="19">${escapeXml(clip(step.step_name, 21))}</text>` +
+      `<text class="sub" x="10" y="36">${escapeXml(clip(stepState(step, true), 26))}</text></g>`
     );
   });
   parts.push("</g></svg>");

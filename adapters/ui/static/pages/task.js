@@ -105,13 +105,18 @@ export async function mount(main, { initial }) {
       graphWrap.replaceChildren(el("p", { class: "muted", style: null }, "This task has no steps."));
       return;
     }
+    performance.mark("layout-start");
     let shape = shapeOf(steps);
     if (state.zoom === null) {
       // First drawing: fit a small graph, but never below half size (scroll instead).
       state.zoom = shape.line ? 1 : Math.max(0.5, Math.min(1, fitZoom()));
       shape = shapeOf(steps);
     }
-    graphWrap.innerHTML = graphSvg(steps, shape, state.zoom, state.selected);
+    performance.mark("layout-done");
+    const svg = graphSvg(steps, shape, state.zoom, state.selected);
+    performance.mark("svg-text");
+    graphWrap.innerHTML = svg;
+    performance.mark("svg-inserted");
     zoomLabel.textContent = `${Math.round(state.zoom * 100)}% · ${steps.length} step${steps.length === 1 ? "" : "s"}${shape.line ? " · sequential" : ""}`;
   }
 
