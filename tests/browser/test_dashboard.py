@@ -338,3 +338,51 @@ async def test_the_page_load_of_a_1000_step_graph_is_measured(
             f"1,000-step {label} page load: median {statistics.median(times):.0f} ms "
             f"(loads: {', '.join(f'{t:.0f}' for t in times)} ms)",
         )
+
+
+LAYOUT_LAWS = """
+async ({ seed, count }) => {
+  const { layout, NODE_W, NODE_H } = await import("/static/graph.js");
+  let state = seed;
+  const random = () => ((state = (state * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const broken = [];
+  for (let round = 0; round < count; round++) {
+    const n = 1 + Math.floor(random() * 60);
+    const steps = [];
+    for (let i = 0; i < n; i++) {
+      const deps = [];
+      for (let j = 0; j < i; j++) if (random() < 3 / (i + 1)) deps.push(`s${j}`);
+      steps.push({ step_name: `s${i}`, depends_on: deps });
+    }
+    const shape = layout(steps, 900);
+    const where = (name) => shape.nodes[Number(name.slice(1))];
+    steps.forEach((step, i) => {
+      const a = shape.nodes[i];
+      if (!(a.x >= 0 && a.y >= 0 && a.x + NODE_W <= shape.width && a.y + NODE_H <= shape.height))
+        broken.push(`round ${round}: ${step.step_name} outside the drawing`);
+      for (let j = 0; j < i; j++) {
+        const b = shape.nodes[j];
+        if (Math.abs(a.x - b.x) < NODE_W && Math.abs(a.y - b.y) < NODE_H)
+          broken.push(`round ${round}: s${i} overlaps s${j}`);
+      }
+      if (!shape.line) for (const dep of step.depends_on)
+        if (!(where(dep).x + NODE_W <= a.x))
+          broken.push(`round ${round}: ${dep} not left of ${step.step_name}`);
+    });
+    if (shape.edges.length !== steps.reduce((k, s) => k + s.depends_on.length, 0))
+      broken.push(`round ${round}: ${shape.edges.length} edges drawn`);
+  }
+  return broken;
+}
+"""
+
+
+async def test_the_graph_layout_keeps_steps_apart_and_dependencies_to_the_left(
+    deployment: Deployment, page: Any
+) -> None:
+    """Laws of the layout on generated plans: every step inside the drawing, no two steps
+    overlap, one edge per dependency, and (a graph, not a line) every step right of all it
+    depends on."""
+    await page.goto(f"{deployment.url}/")
+    broken = await page.evaluate(LAYOUT_LAWS, {"seed": 20261201, "count": 200})
+    assert broken == []

@@ -74,8 +74,8 @@ export function show(value) {
   return JSON.stringify(value, null, 2);
 }
 
-/** Runs fn at most once per `ms`, and once more after the last call (trailing edge); runs one at
- * a time (calls during a run schedule one more run). */
+/** Runs fn at most once per `ms` (a number, or a function giving it), and once more after the
+ * last call (trailing edge); runs one at a time (calls during a run schedule one more run). */
 export function throttled(fn, ms) {
   let timer = null, running = false, again = false, last = 0;
   const run = async () => {
@@ -89,7 +89,8 @@ export function throttled(fn, ms) {
   };
   const schedule = () => {
     if (timer) return;
-    timer = setTimeout(run, Math.max(0, ms - (Date.now() - last)));
+    const gap = typeof ms === "function" ? ms() : ms;
+    timer = setTimeout(run, Math.max(0, gap - (Date.now() - last)));
   };
   return schedule;
 }

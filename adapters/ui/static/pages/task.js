@@ -280,7 +280,7 @@ export async function mount(main, { initial }) {
         problem("api", `Cannot load the task: ${error.message}`);
       }
     }
-  }, 150);
+  }, () => (state.live && (state.live.steps || []).length > 200 ? 750 : 150)); // big views: less often
 
   const refreshHistory = throttled(async () => {
     try {

@@ -49,7 +49,9 @@ export async function mount(main, { params }) {
     body);
   const empty = el("p", { class: "muted", id: "empty", hidden: true });
   const pager = el("div", { class: "pager" });
-  main.replaceChildren(el("h1", {}, "Tasks"), filters, table, empty, pager);
+  const later = el("p", { class: "muted", id: "later", hidden: true });
+  main.replaceChildren(el("h1", {}, "Tasks"), filters, table, empty, pager, later);
+  let created = 0;
 
   let shown = new Map(); // task_id -> version shown
   let cursor = null;
@@ -119,6 +121,12 @@ export async function mount(main, { params }) {
         (!status || !e.status || e.status === status)
       ) || (status && !shown.has(e.task_id) && !cursor));
       if (relevant) refresh();
+      if (cursor) {
+        // Not the last page: new tasks land on a later one (the list is oldest first).
+        created += events.filter((e) => e.type === "Created" && (!session || e.session_id === session)).length;
+        later.hidden = created === 0;
+        later.textContent = `${created} task${created === 1 ? "" : "s"} created since this page loaded; the newest are on the last page.`;
+      }
     },
     onResync: refresh,
   });
