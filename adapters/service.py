@@ -76,6 +76,23 @@ class Queries(Protocol):
     def history(self, task_id: str, version: int | None = None) -> dict[str, Any]: ...
 
 
+async def flush_subscriptions(nc: Client, timeout: float = 10.0) -> None:
+    """Returns once the server holds every subscription made so far on ``nc``.
+
+    ``nc.flush()`` alone does not promise that: nats-py writes its PING straight to the socket,
+    ahead of the SUB lines still queued for its flusher task, so the PONG can come back before
+    the last subscriptions are registered, and a request sent right then from another
+    connection meets "no responders". Waiting for the queue to empty first puts the PING after
+    them.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while nc.pending_data_size > 0 and nc.is_connected:
+        if asyncio.get_running_loop().time() > deadline:
+            break  # flush() below times out and says so
+        await asyncio.sleep(0.001)
+    await nc.flush(timeout=max(1, int(timeout)))
+
+
 class GroupCommitter:
     """Applies commands in groups: whatever arrived while the previous group was being saved
     goes into the next transaction (``BatonApp.handle_batch``), so commands for different tasks
@@ -193,7 +210,7 @@ class BatonService:
                 handler=partial(self._accept, subject),
                 metadata={"kind": kind},
             )
-        await self.nc.flush()
+        await flush_subscriptions(self.nc)
 
     async def stop(self) -> None:
         """Stops accepting requests, then waits for the ones in flight to be answered."""

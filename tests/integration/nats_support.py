@@ -20,6 +20,7 @@ from nats.micro.request import Request
 from baton.adapters.bootstrap import Baton
 from baton.adapters.client import BatonClient
 from baton.adapters.config import Settings
+from baton.adapters.service import flush_subscriptions
 from baton.domain.services import BatonApp
 
 
@@ -151,7 +152,7 @@ async def planner_service(
                 subject=f"{prefix}.planner.replan",
                 handler=endpoint("replan", replan),
             )
-        await nc.flush()
+        await flush_subscriptions(nc)
         yield seen
     finally:
         await service.stop()

@@ -228,3 +228,23 @@ async def test_the_client_raises_the_contracts_error(baton: Running) -> None:
     assert caught.value.code == 404
     assert caught.value.reason == "not_found"
     assert "nope" in caught.value.message
+
+
+# -- start-up ------------------------------------------------------------------------------
+
+
+async def test_every_endpoint_answers_as_soon_as_start_returns(baton: Running) -> None:
+    """``start()`` returns once the server holds every subscription: a request sent right after
+    it from another connection never meets "no responders" (nats-py's ``flush`` writes its PING
+    ahead of subscriptions still queued for the socket, so a PONG alone proves nothing)."""
+    assert baton.baton.projections is not None
+    for _ in range(20):
+        prefix = new_prefix()
+        service = BatonService(baton.baton.nc, baton.app, baton.baton.projections, prefix=prefix)
+        await service.start()
+        try:
+            # The last endpoints subscribed are the ones a too-early PONG leaves behind.
+            msg = await baton.nc.request(f"{prefix}.query.history", b'{"task_id": "x"}', timeout=5)
+        finally:
+            await service.stop()
+        assert (msg.headers or {})["Nats-Service-Error-Code"] == "404"
