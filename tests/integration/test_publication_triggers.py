@@ -1,6 +1,6 @@
 """Triggers on JetStream: each published when its fire_at comes (on a clock the test moves),
-never before, never when withdrawn or replaced, and exactly once across restarts of the scheduler; on SQLite and on
-PostgreSQL, with the real projections.
+never before, never when withdrawn or replaced, and exactly once across restarts of the
+scheduler; on SQLite and on PostgreSQL, with the real projections.
 
 Each test publishes under its own subject prefix, hence into its own stream
 (``BATON_TRIGGERS_<PREFIX>``) on the shared nats-server.
