@@ -28,10 +28,16 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 
-from baton.adapters.config import Settings, event_store_env, nats_credentials
+from baton.adapters.config import SettingError, Settings, event_store_env, nats_credentials
 from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
 from baton.adapters.planner import NatsPlanner
-from baton.adapters.publication import ProgressRelay, TriggerScheduler, ensure_streams
+from baton.adapters.publication import (
+    ProgressRelay,
+    StreamPolicy,
+    StreamSettingsError,
+    TriggerScheduler,
+    ensure_streams,
+)
 from baton.adapters.service import BatonService
 from baton.adapters.workspace import DirectoryWorkspace
 from baton.domain.services import BatonApp
@@ -63,7 +69,7 @@ def make_projections(app: BatonApp) -> Projections:
 def connect_options(settings: Settings) -> dict[str, Any]:
     """``nats.connect`` options: reconnect forever, and the credentials Settings name."""
     options: dict[str, Any] = {
-        "servers": [settings.nats_url],
+        "servers": settings.nats_servers,
         "name": "baton",
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
@@ -180,9 +186,12 @@ class Baton:
             reconnected_cb=self._on_reconnected,
         )
         js = nc.jetstream()
-        await ensure_streams(js, settings.subject_prefix)
-        self.relay = ProgressRelay(app, js, settings.subject_prefix)
-        self.scheduler = TriggerScheduler(self.projections, js, settings.subject_prefix)
+        policy = StreamPolicy.from_settings(settings)
+        await ensure_streams(js, settings.subject_prefix, policy)
+        self.relay = ProgressRelay(app, js, settings.subject_prefix, policy=policy)
+        self.scheduler = TriggerScheduler(
+            self.projections, js, settings.subject_prefix, policy=policy
+        )
         loop = asyncio.get_running_loop()
         self._publication = [
             loop.create_task(self.relay.run(self._stop_publication), name="progress-relay"),
@@ -235,6 +244,8 @@ class Baton:
         url = self.settings.nats_url
         if await self._in_thread(nats_answers, url):
             return
+        if len(self.settings.nats_servers) > 1:
+            raise RuntimeError(f"no NATS server answers at any of {_redact(url)}")
         parts = urlsplit(url if "://" in url else f"nats://{url}")
         host = parts.hostname or "127.0.0.1"
         if host not in _LOCAL_HOSTS:
@@ -293,6 +304,8 @@ class Baton:
 
 
 def _redact(url: str) -> str:
+    if "," in url:
+        return ",".join(_redact(one.strip()) for one in url.split(","))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -357,7 +370,7 @@ def main() -> None:
     )
     try:
         asyncio.run(serve(Settings.from_env()))
-    except NatsRefused as error:
+    except (NatsRefused, SettingError, StreamSettingsError) as error:
         log.error("%s", error)
         raise SystemExit(2) from None
 

@@ -215,7 +215,7 @@ async def connect(args: argparse.Namespace) -> Any:
 
     options = nats_credentials(settings)
     options.update(
-        servers=[settings.nats_url],
+        servers=settings.nats_servers,
         name="baton-cli",
         allow_reconnect=False,
         # nats-py treats 0 as "no limit" while picking a server for the first connect.

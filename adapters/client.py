@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from baton.adapters.config import nats_servers
 from baton.adapters.messages import ERROR_CODE_HEADER, ERROR_HEADER, MSG_ID_HEADER, encode
 
 
@@ -59,8 +60,9 @@ class BatonClient:
         timeout: float = 10.0,
         **options: Any,
     ) -> BatonClient:
-        """Opens a NATS connection (closed by ``close()``); ``options`` go to ``nats.connect``."""
-        nc = await nats.connect(url, **options)
+        """Opens a NATS connection (closed by ``close()``); ``options`` go to ``nats.connect``.
+        ``url`` may name several servers, comma-separated."""
+        nc = await nats.connect(nats_servers(url), **options)
         client = cls(nc, prefix, timeout)
         client._owns_connection = True
         return client

@@ -56,6 +56,30 @@ class Settings:
     nats_tls_ca: str | None = None
     """``BATON_NATS_TLS_CA``: a CA bundle to verify the NATS server's TLS certificate."""
 
+    stream_replicas: int = 1
+    """``BATON_STREAM_REPLICAS``: copies JetStream keeps of each Baton stream (1, 3 or 5 in a
+    cluster of at least that many nodes). Bounds what a node loss can take away."""
+
+    progress_max_age_s: float = 7 * 86400.0
+    """``BATON_PROGRESS_MAX_AGE``: how long a progress message stays in the progress stream
+    (seconds, or ``90s``/``30m``/``12h``/``7d``; ``0`` keeps them for ever). Bounds the stream's
+    disk: the event store is the record, the stream a feed to follow."""
+
+    progress_max_bytes: int = -1
+    """``BATON_PROGRESS_MAX_BYTES``: the progress stream's size cap in bytes; the oldest
+    messages go first (``-1``, the default: no cap, only the age bounds it)."""
+
+    trigger_max_age_s: float = 86400.0
+    """``BATON_TRIGGER_MAX_AGE``: how long a published trigger stays in the trigger stream if
+    nobody consumes it (same format; default one day, ``0`` for ever)."""
+
+    trigger_retention: str = "limits"
+    """``BATON_TRIGGER_RETENTION``: ``limits`` (the default: triggers stay until their max age,
+    every consumer sees every trigger) or ``workqueue`` (a trigger is also removed once a
+    consumer acknowledged it; JetStream then allows only consumers with disjoint subjects, e.g.
+    one per session). NATS cannot switch an existing stream to or from ``workqueue``: Baton
+    then refuses to start and says so."""
+
     ui_addr: str | None = None
     """``BATON_UI_ADDR``: where ``baton serve`` serves the web dashboard (``HOST:PORT``; from the
     environment the default is ``127.0.0.1:8600``, and an empty value turns it off). Settings
@@ -87,7 +111,19 @@ class Settings:
             nats_nkey_seed=env.get("BATON_NATS_NKEY_SEED") or None,
             nats_tls_ca=env.get("BATON_NATS_TLS_CA") or None,
             ui_addr=env.get("BATON_UI_ADDR", "127.0.0.1:8600").strip() or None,
+            stream_replicas=_integer(env, "BATON_STREAM_REPLICAS", 1, minimum=1),
+            progress_max_age_s=_duration(env, "BATON_PROGRESS_MAX_AGE", 7 * 86400.0),
+            progress_max_bytes=_integer(env, "BATON_PROGRESS_MAX_BYTES", -1, minimum=-1),
+            trigger_max_age_s=_duration(env, "BATON_TRIGGER_MAX_AGE", 86400.0),
+            trigger_retention=_choice(
+                env, "BATON_TRIGGER_RETENTION", "limits", ("limits", "workqueue")
+            ),
         )
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The server URLs of ``nats_url`` (comma-separated: the members of a cluster)."""
+        return nats_servers(self.nats_url)
 
     @property
     def workspaces(self) -> Path:
@@ -96,6 +132,63 @@ class Settings:
     @property
     def uses_postgres(self) -> bool:
         return self.postgres_url is not None
+
+
+def nats_servers(url: str) -> list[str]:
+    """``nats://a:4222,nats://b:4222`` as ``["nats://a:4222", "nats://b:4222"]``."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    return servers or ["nats://127.0.0.1:4222"]
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value Baton cannot use; the message names it."""
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"90"`` or ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"`` as seconds (``ValueError`` else)."""
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:]) if text else None
+    number = float(text[:-1] if unit is not None else text)
+    if number != number or number < 0 or number == float("inf"):
+        raise ValueError(text)
+    return number * (unit or 1.0)
+
+
+def _duration(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise SettingError(
+            f"{name}={raw!r}: expected seconds or a duration like 90s, 30m, 12h, 7d (0: no limit)"
+        ) from None
+
+
+def _integer(env: dict[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise SettingError(f"{name}={raw!r}: expected at least {minimum}")
+    return value
+
+
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SettingError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+    return raw
 
 
 def nats_credentials(settings: Settings) -> dict[str, Any]:

@@ -73,9 +73,16 @@ def _tcp_answers(host: str, port: int, timeout: float) -> bool:
 
 
 def nats_answers(url: str, timeout: float = 1.0) -> bool:
-    """Tells whether a TCP connection to the host and port of a nats:// URL succeeds."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
-    return _tcp_answers(parts.hostname or "127.0.0.1", parts.port or 4222, timeout)
+    """Tells whether a TCP connection to the host and port of a nats:// URL succeeds (to any
+    of them, for several comma-separated URLs)."""
+    for one in url.split(","):
+        one = one.strip()
+        if not one:
+            continue
+        parts = urlsplit(one if "://" in one else f"nats://{one}")
+        if _tcp_answers(parts.hostname or "127.0.0.1", parts.port or 4222, timeout):
+            return True
+    return False
 
 
 class EmbeddedNatsServer:

@@ -19,6 +19,8 @@ from baton.adapters.publication.progress import Outgoing, ProgressRelay
 from baton.adapters.publication.pump import MSG_ID, PublicationError, encode
 from baton.adapters.publication.streams import (
     DUPLICATE_WINDOW_S,
+    StreamPolicy,
+    StreamSettingsError,
     ensure_streams,
     stream_configs,
     stream_names,
@@ -32,6 +34,8 @@ __all__ = [
     "Outgoing",
     "ProgressRelay",
     "PublicationError",
+    "StreamPolicy",
+    "StreamSettingsError",
     "TriggerScheduler",
     "encode",
     "ensure_streams",

@@ -28,7 +28,7 @@ from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 
 from baton.adapters.publication.pump import MSG_ID, Pump, encode
-from baton.adapters.publication.streams import ensure_streams, stream_names
+from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
 from baton.domain import codec
 from baton.domain.model import Task
 from baton.domain.services import BatonApp
@@ -111,8 +111,11 @@ class ProgressRelay(Pump):
         publish_timeout: float = 2.0,
         tracking: TrackingRecorder | None = None,
         max_payload: Callable[[], int] | None = None,
+        policy: StreamPolicy | None = None,
     ) -> None:
         super().__init__()
+        self.policy = policy
+        """The stream settings to re-create a missing stream with."""
         self.app = app
         self.js = js
         self.prefix = prefix
@@ -233,7 +236,7 @@ class ProgressRelay(Pump):
         if self._position is not None and last_id <= self._position:
             return 0
         if self._streams_missing:
-            await ensure_streams(self.js, self.prefix)
+            await ensure_streams(self.js, self.prefix, self.policy)
             self._streams_missing = False
         await self.publish(items)
         self._position = await self._in_thread(self._record, last_id)

@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 
 from baton.adapters.publication.progress import HEADER_ROOM, max_payload_of
 from baton.adapters.publication.pump import MSG_ID, Pump, encode
-from baton.adapters.publication.streams import ensure_streams, stream_names
+from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
 
 log = logging.getLogger("baton.adapters.publication")
 
@@ -86,8 +86,11 @@ class TriggerScheduler(Pump):
         publish_timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
         max_payload: Callable[[], int] | None = None,
+        policy: StreamPolicy | None = None,
     ) -> None:
         super().__init__()
+        self.policy = policy
+        """The stream settings to re-create a missing stream with."""
         self.projections = projections
         self.js = js
         self.prefix = prefix
@@ -114,7 +117,7 @@ class TriggerScheduler(Pump):
         if not due:
             return 0
         if self._streams_missing:
-            await ensure_streams(self.js, self.prefix)
+            await ensure_streams(self.js, self.prefix, self.policy)
             self._streams_missing = False
         results = await asyncio.gather(*(self._publish(t) for t in due), return_exceptions=True)
         acked = [t["trigger_id"] for t, r in zip(due, results, strict=True) if r is None]

@@ -149,7 +149,7 @@ class NatsLink:
     # -- connection --------------------------------------------------------------------------
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
-            "servers": [self.settings.nats_url],
+            "servers": self.settings.nats_servers,
             "name": "baton-ui",
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,
