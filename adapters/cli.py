@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from baton.adapters import render
+from baton.adapters import contract, render
 from baton.adapters.config import Settings, nats_credentials
+from baton.domain import commands as c
 
 EXIT_OK = 0
 EXIT_SERVER = 1  # 5xx, no server, no responders, timeouts
@@ -501,6 +502,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     return run_async(args, body)
 
 
+def cmd_active(args: argparse.Namespace) -> int:
+    async def body(client: Any, out: Output) -> None:
+        view = await client.active(session_id=args.session)
+
+        def human(v: Any, style: render.Style) -> str:
+            if v is None:
+                return f"session {args.session} has no running task"
+            return render.task_tree(v, style)
+
+        out.reply(view, human)
+
+    return run_async(args, body)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     async def body(client: Any, out: Output) -> None:
         reply = await client.history(task_id=args.task, version=args.at)
@@ -635,7 +650,7 @@ def _service_answers(args: argparse.Namespace) -> bool:
         except CliError:
             return False
         try:
-            await client.request("query.tasks", {"limit": 1}, timeout=1.0)
+            await client.request(contract.subject_of(c.TasksQuery), {"limit": 1}, timeout=1.0)
             return True
         except BatonRequestError as error:
             return error.reason not in ("no_responders", "timeout")
@@ -698,7 +713,7 @@ class Watcher:
         nc = self.client.nc
         js = nc.jetstream()
         task_id: str | None = self.args.task
-        subject = f"{self.prefix}.progress.{task_id or '>'}"
+        subject = contract.progress_subject(self.prefix, task_id or ">")
         try:
             await js.subscribe(
                 subject,
@@ -718,11 +733,13 @@ class Watcher:
                 self.progress.session_id = view.get("session_id")
             session = self.progress.session_id
             if session:
-                await nc.subscribe(f"{self.prefix}.trigger.{session}", cb=self._enqueue("trigger"))
+                await nc.subscribe(
+                    contract.trigger_subject(self.prefix, session), cb=self._enqueue("trigger")
+                )
         else:
             session = self.args.session
             await nc.subscribe(
-                f"{self.prefix}.trigger.{session or '>'}", cb=self._enqueue("trigger")
+                contract.trigger_subject(self.prefix, session or ">"), cb=self._enqueue("trigger")
             )
             if not self.out.as_json:
                 scope = f"session {session}" if session else "every task"
@@ -802,7 +819,8 @@ class Watcher:
         self.progress.apply(event)
         if first_session is None and self.progress.session_id:
             await self.client.nc.subscribe(
-                f"{self.prefix}.trigger.{self.progress.session_id}", cb=self._enqueue("trigger")
+                contract.trigger_subject(self.prefix, self.progress.session_id),
+                cb=self._enqueue("trigger"),
             )
         if self.out.as_json:
             self.out.line(json.dumps(event, ensure_ascii=False))
@@ -987,6 +1005,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def row(
+        parent: Any, subject: str, func: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        """The command of a row of the contract table: named and described by the row."""
+        entry = contract.BY_NAME[subject]
+        p = add(parent, entry.cli.split()[-1], func, entry.summary)
+        p.set_defaults(subject=entry.name)
+        return p
+
     add(sub, "serve", cmd_serve, "run the Baton service (starts a local nats-server if needed)")
     p = add(sub, "ui", cmd_ui, "serve the web dashboard for a deployment (read-only)")
     p.add_argument(
@@ -998,7 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     task = sub.add_parser("task", help="create, advance, replan and end tasks")
     task_sub = task.add_subparsers(dest="task_command", metavar="ACTION", required=True)
-    p = add(task_sub, "create", cmd_task_create, "create a task")
+    p = row(task_sub, "task.create", cmd_task_create)
     p.add_argument("name", help="the task's name")
     p.add_argument("--instruction", default=None, help="the task's instruction")
     p.add_argument("--session", default=None, help="session id (default: the task id)")
@@ -1006,31 +1033,31 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_options(p)
     _id_option(p)
 
-    p = add(task_sub, "start", cmd_task_start, "schedule a trigger for the current step")
+    p = row(task_sub, "task.start", cmd_task_start)
     p.add_argument("task")
     p.add_argument("--delay", type=float, default=None, metavar="SECONDS")
     p.add_argument("--priority", type=int, default=None)
     _id_option(p)
 
-    p = add(task_sub, "next", cmd_task_next, "complete the current step, make the next current")
+    p = row(task_sub, "task.next", cmd_task_next)
     p.add_argument("task")
     p.add_argument("--replan", action="store_true", help="revise the plan first")
     _plan_options(p)
     _id_option(p)
 
-    p = add(task_sub, "replan", cmd_task_replan, "revise a task's plan")
+    p = row(task_sub, "task.replan", cmd_task_replan)
     p.add_argument("task")
     p.add_argument("--advance-next", action="store_true", help="then advance as task next does")
     _plan_options(p)
     _id_option(p)
 
-    for verb, text in (("complete", "end a task as completed"), ("fail", "end a task as error")):
-        p = add(task_sub, verb, cmd_task_end, text)
+    for verb in ("complete", "fail"):
+        p = row(task_sub, f"task.{verb}", cmd_task_end)
         p.add_argument("task")
         p.add_argument("--message", default=None)
         p.set_defaults(verb=verb)
         _id_option(p)
-    p = add(task_sub, "cancel", cmd_task_end, "cancel a task and its pending steps")
+    p = row(task_sub, "task.cancel", cmd_task_end)
     p.add_argument("task")
     p.add_argument("--reason", default=None)
     p.set_defaults(verb="cancel")
@@ -1038,19 +1065,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     step = sub.add_parser("step", help="claim, complete, fail, skip and retry steps")
     step_sub = step.add_subparsers(dest="step_command", metavar="ACTION", required=True)
-    p = add(step_sub, "claim", cmd_step_claim, "claim the most urgent claimable step")
+    p = row(step_sub, "step.claim", cmd_step_claim)
     p.add_argument("--session", default=None)
     p.add_argument("--task", default=None)
     p.add_argument("--worker", default=None)
     _id_option(p)
-    verbs = {
-        "complete": "complete a step (with --result)",
-        "fail": "fail a step",
-        "skip": "skip a step",
-        "retry": "put a failed step back to pending",
-    }
-    for verb, text in verbs.items():
-        p = add(step_sub, verb, cmd_step, text)
+    for verb in ("complete", "fail", "skip", "retry"):
+        p = row(step_sub, f"step.{verb}", cmd_step)
         p.add_argument(
             "target",
             nargs="+",
@@ -1064,29 +1085,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(verb=verb)
         _id_option(p)
 
-    p = add(sub, "context", cmd_context, "add a context entry to a task and its steps")
+    p = row(sub, "task.context", cmd_context)
     p.add_argument("task")
     p.add_argument("key")
     p.add_argument("value", help="JSON, or a plain string")
     _id_option(p)
 
-    p = add(sub, "show", cmd_show, "a task's steps as a tree")
+    p = row(sub, "query.task", cmd_show)
     p.add_argument("task")
+
+    p = row(sub, "query.active", cmd_active)
+    p.add_argument("session", help="the session id")
 
     p = add(sub, "watch", cmd_watch, "live progress of a task (until it ends), a session, or all")
     p.add_argument("task", nargs="?", default=None)
     p.add_argument("--session", default=None)
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
 
-    p = add(sub, "history", cmd_history, "a task's events as a timeline")
+    p = row(sub, "query.history", cmd_history)
     p.add_argument("task")
     p.add_argument("--at", type=int, default=None, metavar="VERSION", help="the task view then")
 
-    p = add(sub, "queue", cmd_queue, "ready steps and pending triggers")
+    p = row(sub, "query.queue", cmd_queue)
     p.add_argument("--session", default=None)
     p.add_argument("--limit", type=int, default=None)
 
-    p = add(sub, "ls", cmd_ls, "list tasks")
+    p = row(sub, "query.tasks", cmd_ls)
     p.add_argument("--status", default=None, help="queued, running, completed, error, cancelled")
     p.add_argument("--session", default=None)
     p.add_argument("--limit", type=int, default=None, help="page size (1-1000, default 100)")

@@ -1,4 +1,5 @@
-"""A typed async client for Baton's NATS service: one method per subject of the contract.
+"""A typed async client for Baton's NATS service: one method per subject of the contract
+(``baton.adapters.contract`` names each subject's method; the method finds its subject there).
 
     async with await BatonClient.connect("nats://127.0.0.1:4222") as baton:
         task = await baton.create_task(task_name="report", plan={"steps": [...]})
@@ -18,9 +19,12 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import BaseModel
 
 from baton.adapters.config import nats_servers
+from baton.adapters.contract import subject_of
 from baton.adapters.messages import ERROR_CODE_HEADER, ERROR_HEADER, MSG_ID_HEADER, encode
+from baton.domain import commands as c
 
 
 class BatonRequestError(Exception):
@@ -132,9 +136,11 @@ class BatonClient:
         return json.loads(msg.data)
 
     async def _call(
-        self, subject: str, payload: dict[str, Any], *, msg_id: str | None = None
+        self, request: type[BaseModel], payload: dict[str, Any], *, msg_id: str | None = None
     ) -> dict[str, Any]:
-        return cast("dict[str, Any]", await self.request(subject, payload, msg_id=msg_id))
+        """Sends ``payload`` on the subject the contract table gives ``request``."""
+        reply = await self.request(subject_of(request), payload, msg_id=msg_id)
+        return cast("dict[str, Any]", reply)
 
     # -- commands ----------------------------------------------------------------------------
     async def create_task(
@@ -150,7 +156,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``task.create``: the new task's view."""
         return await self._call(
-            "task.create",
+            c.CreateTask,
             {
                 "task_name": task_name,
                 "task_instruction": task_instruction,
@@ -173,7 +179,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``task.start``: ``{status, step, trigger}``."""
         return await self._call(
-            "task.start",
+            c.StartTask,
             {
                 "task_id": task_id,
                 "delay_s": delay_s,
@@ -194,7 +200,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``task.next``: ``{status, step, trigger}``."""
         return await self._call(
-            "task.next",
+            c.NextStep,
             {"task_id": task_id, "replan": replan, "plan": plan, "command_id": command_id},
             msg_id=msg_id,
         )
@@ -210,7 +216,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``task.replan``: the task view with ``diff``."""
         return await self._call(
-            "task.replan",
+            c.ReplanTask,
             {
                 "task_id": task_id,
                 "plan": plan,
@@ -230,7 +236,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``task.complete``: the task view."""
         return await self._call(
-            "task.complete",
+            c.CompleteTask,
             {"task_id": task_id, "message": message, "command_id": command_id},
             msg_id=msg_id,
         )
@@ -245,7 +251,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``task.fail``: the task view."""
         return await self._call(
-            "task.fail",
+            c.FailTask,
             {"task_id": task_id, "message": message, "command_id": command_id},
             msg_id=msg_id,
         )
@@ -260,7 +266,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``task.cancel``: the task view."""
         return await self._call(
-            "task.cancel",
+            c.CancelTask,
             {"task_id": task_id, "reason": reason, "command_id": command_id},
             msg_id=msg_id,
         )
@@ -277,7 +283,7 @@ class BatonClient:
         """``task.context``: the task view."""
         body: dict[str, Any] = {"task_id": task_id, "key": key, "command_id": command_id}
         payload = encode({**{k: v for k, v in body.items() if v is not None}, "value": value})
-        reply = await self.request_raw("task.context", payload, msg_id=msg_id)
+        reply = await self.request_raw(subject_of(c.AddContext), payload, msg_id=msg_id)
         return cast("dict[str, Any]", reply)
 
     async def claim_step(
@@ -291,7 +297,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``step.claim``: ``{step, queue_status}``."""
         return await self._call(
-            "step.claim",
+            c.ClaimStep,
             {
                 "session_id": session_id,
                 "task_id": task_id,
@@ -312,7 +318,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``step.complete``: the step plus ``task_status``."""
         return await self._call(
-            "step.complete",
+            c.CompleteStep,
             {"task_id": task_id, "step_id": step_id, "result": result, "command_id": command_id},
             msg_id=msg_id,
         )
@@ -327,7 +333,7 @@ class BatonClient:
         msg_id: str | None = None,
     ) -> dict[str, Any]:
         """``step.fail``: the step plus ``task_status``."""
-        return await self._step("step.fail", task_id, step_id, message, command_id, msg_id)
+        return await self._step(c.FailStep, task_id, step_id, message, command_id, msg_id)
 
     async def skip_step(
         self,
@@ -339,7 +345,7 @@ class BatonClient:
         msg_id: str | None = None,
     ) -> dict[str, Any]:
         """``step.skip``: the step plus ``task_status``."""
-        return await self._step("step.skip", task_id, step_id, message, command_id, msg_id)
+        return await self._step(c.SkipStep, task_id, step_id, message, command_id, msg_id)
 
     async def retry_step(
         self,
@@ -351,11 +357,11 @@ class BatonClient:
         msg_id: str | None = None,
     ) -> dict[str, Any]:
         """``step.retry``: the step plus ``task_status``."""
-        return await self._step("step.retry", task_id, step_id, message, command_id, msg_id)
+        return await self._step(c.RetryStep, task_id, step_id, message, command_id, msg_id)
 
     async def _step(
         self,
-        subject: str,
+        request: type[BaseModel],
         task_id: str,
         step_id: str,
         message: str | None,
@@ -363,7 +369,7 @@ class BatonClient:
         msg_id: str | None,
     ) -> dict[str, Any]:
         return await self._call(
-            subject,
+            request,
             {"task_id": task_id, "step_id": step_id, "message": message, "command_id": command_id},
             msg_id=msg_id,
         )
@@ -371,12 +377,12 @@ class BatonClient:
     # -- queries -----------------------------------------------------------------------------
     async def active(self, *, session_id: str) -> dict[str, Any] | None:
         """``query.active``: the session's running task view, or None."""
-        reply = await self.request("query.active", {"session_id": session_id})
+        reply = await self.request(subject_of(c.ActiveQuery), {"session_id": session_id})
         return cast("dict[str, Any] | None", reply)
 
     async def task(self, *, task_id: str) -> dict[str, Any]:
         """``query.task``: the task view."""
-        return await self._call("query.task", {"task_id": task_id})
+        return await self._call(c.TaskQuery, {"task_id": task_id})
 
     async def tasks(
         self,
@@ -388,7 +394,7 @@ class BatonClient:
     ) -> dict[str, Any]:
         """``query.tasks``: ``{tasks, cursor}``."""
         return await self._call(
-            "query.tasks",
+            c.TasksQuery,
             {"status": status, "session_id": session_id, "limit": limit, "after": after},
         )
 
@@ -396,11 +402,11 @@ class BatonClient:
         self, *, session_id: str | None = None, limit: int | None = None
     ) -> dict[str, Any]:
         """``query.queue``: ``{steps, triggers}``."""
-        return await self._call("query.queue", {"session_id": session_id, "limit": limit})
+        return await self._call(c.QueueQuery, {"session_id": session_id, "limit": limit})
 
     async def history(self, *, task_id: str, version: int | None = None) -> dict[str, Any]:
         """``query.history``: ``{task_id, events}``, or ``{task_id, version, task}``."""
-        return await self._call("query.history", {"task_id": task_id, "version": version})
+        return await self._call(c.HistoryQuery, {"task_id": task_id, "version": version})
 
 
 def _error_from(headers: dict[str, str], data: bytes) -> BatonRequestError:

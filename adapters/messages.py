@@ -1,6 +1,7 @@
-"""The wire format of Baton's NATS service: subjects, request models, replies and error replies.
+"""The wire format of Baton's NATS service: request parsing, reply encoding and error replies.
 
-Shared by the service (which answers) and the client (which asks), so both read the same table.
+Shared by the service (which answers) and the client (which asks). The subjects themselves are
+declared once, in ``baton.adapters.contract``; ``COMMANDS`` and ``QUERIES`` are views of it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from baton.adapters import contract
 from baton.domain import codec
-from baton.domain import commands as c
 from baton.domain.errors import BatonError, InvalidRequest, TooLarge
 from baton.domain.limits import MAX_REQUEST_BYTES
-from baton.domain.services import SUBJECTS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -21,27 +21,19 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 ERROR_HEADER: Final = "Nats-Service-Error"
 ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
 
-#: Subject (after the prefix) of each command, from the domain's table.
-COMMANDS: Final[dict[str, type[c.Command]]] = {
-    subject: model for model, subject in SUBJECTS.items()
-}
+#: Request model of each command subject (after the prefix), from the contract table.
+COMMANDS: Final[dict[str, type[BaseModel]]] = {s.name: s.request for s in contract.commands()}
 
-#: Subject (after the prefix) of each query.
-QUERIES: Final[dict[str, type[c.Request]]] = {
-    "query.active": c.ActiveQuery,
-    "query.task": c.TaskQuery,
-    "query.tasks": c.TasksQuery,
-    "query.queue": c.QueueQuery,
-    "query.history": c.HistoryQuery,
-}
+#: Request model of each query subject (after the prefix), from the contract table.
+QUERIES: Final[dict[str, type[BaseModel]]] = {s.name: s.request for s in contract.queries()}
 
-PLANNER_PLAN: Final = "planner.plan"
-PLANNER_REPLAN: Final = "planner.replan"
+PLANNER_PLAN: Final = contract.PLANNER_PLAN.name
+PLANNER_REPLAN: Final = contract.PLANNER_REPLAN.name
 
 
 def endpoint_name(subject: str) -> str:
     """The micro endpoint name of a subject: ``task.create`` -> ``task-create``."""
-    return subject.replace(".", "-")
+    return contract.BY_NAME[subject].endpoint
 
 
 def encode(value: Any) -> bytes:

@@ -26,13 +26,12 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
+from pydantic import BaseModel
 
+from baton.adapters import contract
 from baton.adapters.messages import (
-    COMMANDS,
     MSG_ID_HEADER,
-    QUERIES,
     encode,
-    endpoint_name,
     error_body,
     error_headers,
     parse,
@@ -202,13 +201,12 @@ class BatonService:
         )
         self.service = service
         self.committer.start()
-        endpoints = [(s, "command") for s in COMMANDS] + [(s, "query") for s in QUERIES]
-        for subject, kind in endpoints:
+        for row in contract.SERVED:
             await service.add_endpoint(
-                name=endpoint_name(subject),
-                subject=f"{self.prefix}.{subject}",
-                handler=partial(self._accept, subject),
-                metadata={"kind": kind},
+                name=row.endpoint,
+                subject=row.address(self.prefix),
+                handler=partial(self._accept, row.name),
+                metadata={"kind": row.kind},
             )
         await flush_subscriptions(self.nc)
 
@@ -270,8 +268,12 @@ class BatonService:
 
     async def execute(self, subject: str, body: bytes, headers: Mapping[str, str]) -> bytes:
         """Answers one request on ``subject`` (without the prefix); raises BatonError."""
-        if subject in COMMANDS:
-            command = parse(COMMANDS[subject], body)
+        row = contract.BY_NAME.get(subject)
+        if row is None or row.kind == "planner":
+            raise BatonError(f"no endpoint for {subject!r}")
+        if row.kind == "command":
+            command = parse(row.request, body)
+            assert isinstance(command, c.Command)
             command_id = headers.get(MSG_ID_HEADER) or command.command_id
             command = await self._with_plan(command, command_id)
             if isinstance(command, c.ClaimStep) and not (command.task_id or command.session_id):
@@ -280,10 +282,8 @@ class BatonService:
             reply = await self.committer.submit(command, command_id)
             self._changed()
             return encode(reply)
-        if subject in QUERIES:
-            query = parse(QUERIES[subject], body)
-            return encode(await self._run(self._query, query))
-        raise BatonError(f"no endpoint for {subject!r}")
+        query = parse(row.request, body)
+        return encode(await self._run(self._query, row, query))
 
     async def _run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -333,17 +333,9 @@ class BatonService:
         return task_view(task)
 
     # -- queries ---------------------------------------------------------------------------
-    def _query(self, query: c.Request) -> Any:
+    def _query(self, row: contract.Subject, query: BaseModel) -> Any:
+        """Answers ``query`` with the read side's method the contract table names for it,
+        called with the query's fields, once the projections caught up."""
         self.queries.catch_up()
-        q = self.queries
-        if isinstance(query, c.ActiveQuery):
-            return q.active(query.session_id)
-        if isinstance(query, c.TaskQuery):
-            return q.task(query.task_id)
-        if isinstance(query, c.TasksQuery):
-            return q.tasks(query.status, query.session_id, query.limit, query.after)
-        if isinstance(query, c.QueueQuery):
-            return q.queue(query.session_id, query.limit)
-        if isinstance(query, c.HistoryQuery):
-            return q.history(query.task_id, query.version)
-        raise BatonError(f"no query {type(query).__name__}")
+        answer: Callable[..., Any] = getattr(self.queries, row.answer)
+        return answer(**query.model_dump())
