@@ -71,7 +71,8 @@ def parse(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body)
     except ValidationError as error:
         problems = summarise(error)
-        oversized = [p for p in problems if p["type"] in _TOO_LONG]
+        # An id too long is malformed, not a big payload: 400 (the contract's rule for ids).
+        oversized = [p for p in problems if p["type"] in _TOO_LONG and p["loc"] != "command_id"]
         if oversized:
             shown = "; ".join(f"{p['loc']}: {p['msg']}" for p in oversized[:3])
             raise TooLarge(f"too large: {shown}", details={"errors": oversized}) from None

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
+from nats.errors import MaxPayloadError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
@@ -38,7 +39,14 @@ from baton.adapters.messages import (
 )
 from baton.adapters.planner import NatsPlanner
 from baton.domain import commands as c
-from baton.domain.errors import BatonError, StoreUnavailable
+from baton.domain.errors import (
+    BatonError,
+    InvalidRequest,
+    PlannerUnavailable,
+    StoreUnavailable,
+    TooLarge,
+)
+from baton.domain.limits import MAX_ID
 from baton.domain.services import BatonApp
 from baton.domain.views import task_view
 
@@ -46,6 +54,10 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "baton"
 QUEUE_GROUP = "baton"
+
+#: Requests waiting for the planner at once, by default (``BATON_PLANNER_CONCURRENCY``); never
+#: more than half of the requests in flight, so a silent planner cannot stop other work.
+PLANNER_CONCURRENCY = 64
 
 T = TypeVar("T")
 
@@ -151,6 +163,11 @@ class GroupCommitter:
                     future.set_result(result)
 
 
+def _header_bytes(headers: Mapping[str, str]) -> int:
+    """What headers add to a message on the wire (``NATS/1.0`` line, ``key: value`` lines)."""
+    return 12 + sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())
+
+
 #: Failures of a store (SQLite file locked or full, PostgreSQL gone): answered 503.
 STORE_ERRORS = (sqlite3.Error, psycopg.Error, PersistenceError)
 
@@ -174,6 +191,7 @@ class BatonService:
         on_change: Iterable[Callable[[], None]] = (),
         max_in_flight: int = 512,
         writers: int = 1,
+        planner_concurrency: int = PLANNER_CONCURRENCY,
     ) -> None:
         self.nc = nc
         self.app = app
@@ -186,6 +204,11 @@ class BatonService:
         self.committer = GroupCommitter(app, self.executor, writers=writers)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.planner_limit = max(1, min(planner_concurrency, max_in_flight // 2))
+        """Requests that may wait for the planner at once; more get 503 at once."""
+        self._planner_slots = asyncio.Semaphore(self.planner_limit)
+        self.refused = 0
+        """Requests dropped unanswered because their reply subject is not a client's."""
         self.service: Service | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -200,6 +223,7 @@ class BatonService:
             metadata={"prefix": self.prefix},
         )
         self.service = service
+        self._tell_app_the_message_limit()
         self.committer.start()
         for row in contract.SERVED:
             await service.add_endpoint(
@@ -225,8 +249,31 @@ class BatonService:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message the NATS server carries (``max_payload`` from its INFO)."""
+        return int(self.nc.max_payload)
+
+    def _tell_app_the_message_limit(self) -> None:
+        """Lets the application refuse (413) a command whose events or reply would not fit."""
+        if hasattr(self.app, "max_message_bytes"):
+            self.app.max_message_bytes = self.max_message_bytes
+
     # -- requests --------------------------------------------------------------------------
     async def _accept(self, subject: str, request: Request) -> None:
+        why = self.foreign_reply(request._msg.reply)
+        if why is not None:
+            # Answering would let a client write into Baton's streams or JetStream's API with
+            # Baton's rights: the request is dropped, neither executed nor answered.
+            self.refused += 1
+            log.warning(
+                "%s.%s: refused a request whose reply subject %r is %s",
+                self.prefix,
+                subject,
+                request._msg.reply[:100],
+                why,
+            )
+            return
         await self._slots.acquire()
         task = asyncio.get_running_loop().create_task(self._answer(subject, request))
         self._in_flight.add(task)
@@ -254,15 +301,56 @@ class BatonService:
                 InternalError(f"internal error ({type(error).__name__}); see the service log"),
             )
         else:
+            if len(reply) > self.max_message_bytes:
+                await self._respond_error(request, self._too_big(subject, len(reply)))
+                return
             try:
                 await request.respond(reply)
+            except MaxPayloadError:  # the server's limit changed (a reconnect elsewhere)
+                await self._respond_error(request, self._too_big(subject, len(reply)))
             except Exception:
                 log.warning("could not reply on %s.%s", self.prefix, subject, exc_info=True)
 
+    def foreign_reply(self, reply: str) -> str | None:
+        """Why Baton must not send a reply to ``reply`` (None when it may): a subject under
+        Baton's own prefix (its commands, ``trigger.>`` and ``progress.>`` streams) or a
+        ``$`` subject (``$JS.`` JetStream's API, ``$SYS.``, ``$KV.``, ...)."""
+        if not reply:
+            return None  # a publish without a reply: nothing will be sent
+        if reply.startswith("$"):
+            return "a system subject"
+        if reply == self.prefix or reply.startswith(f"{self.prefix}."):
+            return "under Baton's own prefix"
+        return None
+
+    def _too_big(self, subject: str, size: int) -> TooLarge:
+        limit = self.max_message_bytes
+        row = contract.BY_NAME.get(subject)
+        applied = row is not None and row.kind == "command"
+        if applied:
+            hint = "the command was applied; read its result with query.task"
+        else:
+            hint = "ask for less (a smaller limit, or one task)"
+        log.error(
+            "%s.%s: the reply is %d bytes, over the %d a message may carry; answered 413",
+            self.prefix,
+            subject,
+            size,
+            limit,
+        )
+        return TooLarge(
+            f"the reply is {size} bytes, over the {limit} a NATS message may carry here; {hint}",
+            details={"size": size, "limit": limit, "applied": applied},
+        )
+
     async def _respond_error(self, request: Request, error: BatonError) -> None:
-        headers = error_headers(error)
+        body, headers = error_body(error), error_headers(error)
+        if len(body) + _header_bytes(headers) > self.max_message_bytes:
+            # Details too big to carry (a huge list of validation errors): the gist only.
+            error = type(error)(error.message[:1000])
+            body, headers = error_body(error), error_headers(error)
         try:
-            await request.respond(error_body(error), headers=headers)
+            await request.respond(body, headers=headers)
         except Exception:
             log.warning("could not send an error reply", exc_info=True)
 
@@ -272,9 +360,15 @@ class BatonService:
         if row is None or row.kind == "planner":
             raise BatonError(f"no endpoint for {subject!r}")
         if row.kind == "command":
+            msg_id = headers.get(MSG_ID_HEADER)
+            if msg_id is not None and len(msg_id) > MAX_ID:
+                raise InvalidRequest(
+                    f"the {MSG_ID_HEADER} header is {len(msg_id)} characters; at most {MAX_ID}",
+                    details={"size": len(msg_id), "limit": MAX_ID},
+                )
             command = parse(row.request, body)
             assert isinstance(command, c.Command)
-            command_id = headers.get(MSG_ID_HEADER) or command.command_id
+            command_id = msg_id or command.command_id
             command = await self._with_plan(command, command_id)
             if isinstance(command, c.ClaimStep) and not (command.task_id or command.session_id):
                 # A claim across sessions picks its candidates from the views: bring them up.
@@ -311,13 +405,20 @@ class BatonService:
             known: bool = await self._run(self._is_known, command_id)
             if known:
                 return command  # a repeat: the application replies from its record
-        if isinstance(command, c.CreateTask):
-            plan = await self.planner.plan(command.task_name, command.task_instruction)
-        else:
-            assert isinstance(command, c.ReplanTask | c.NextStep)
-            view = await self._run(self._task_to_replan, command)
-            advance = command.advance_next if isinstance(command, c.ReplanTask) else True
-            plan = await self.planner.replan(view, advance)
+        if self._planner_slots.locked():
+            raise PlannerUnavailable(
+                f"{self.planner_limit} requests already wait for the planner; "
+                "try again later, or send a plan with the request",
+                details={"waiting": self.planner_limit},
+            )
+        async with self._planner_slots:
+            if isinstance(command, c.CreateTask):
+                plan = await self.planner.plan(command.task_name, command.task_instruction)
+            else:
+                assert isinstance(command, c.ReplanTask | c.NextStep)
+                view = await self._run(self._task_to_replan, command)
+                advance = command.advance_next if isinstance(command, c.ReplanTask) else True
+                plan = await self.planner.replan(view, advance)
         return command.model_copy(update={"plan": plan})
 
     def _is_known(self, command_id: str) -> bool:
