@@ -211,6 +211,7 @@ class Baton:
             self.projections,
             prefix=settings.subject_prefix,
             planner=NatsPlanner(nc, settings.subject_prefix, settings.planner_timeout_s),
+            planner_concurrency=settings.planner_concurrency,
             executor=self.executor,
             on_change=(self.relay.wake, self.scheduler.wake),
         )

@@ -40,6 +40,11 @@ class Settings:
     planner_timeout_s: float = 60.0
     """``BATON_PLANNER_TIMEOUT_S``: how long to wait for ``baton.planner.*``."""
 
+    planner_concurrency: int = 64
+    """``BATON_PLANNER_CONCURRENCY``: requests that may wait for the planner at once (at most
+    half of those in flight); more are answered 503 at once, so a silent planner cannot stop
+    other work."""
+
     nats_user: str | None = None
     """``BATON_NATS_USER`` / ``BATON_NATS_PASSWORD``: NATS user credentials."""
 
@@ -104,6 +109,7 @@ class Settings:
                 else frozenset({"error", "cancelled"})
             ),
             planner_timeout_s=float(env.get("BATON_PLANNER_TIMEOUT_S") or 60),
+            planner_concurrency=int(env.get("BATON_PLANNER_CONCURRENCY") or 64),
             nats_user=env.get("BATON_NATS_USER") or None,
             nats_password=env.get("BATON_NATS_PASSWORD") or None,
             nats_token=env.get("BATON_NATS_TOKEN") or None,

@@ -7,6 +7,11 @@ in flight), so requests on one subject are processed concurrently. Commands go t
 committer: those that arrive while a group is being saved are applied together in the next
 transaction (``BatonApp.handle_batch``). Queries first catch the projections up, so a client
 reads its own writes.
+
+Guards against hostile clients: a request whose reply subject is under Baton's prefix or a ``$``
+subject is dropped (Baton never writes into its own streams or JetStream's API for a client); a
+reply too big for the server's ``max_payload`` becomes a 413 error reply; the requests waiting for
+the planner hold a bounded share of the in-flight slots (503 beyond).
 """
 
 from __future__ import annotations
