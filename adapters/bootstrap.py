@@ -98,6 +98,13 @@ def _creating_tables(make: Callable[[], T], attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
+def open_store(settings: Settings) -> tuple[BatonApp, Projections]:
+    """The event store and the read side ``settings`` name, without NATS: for the admin commands
+    (``baton projections status|rebuild``), which run locally on the store."""
+    app = _creating_tables(lambda: BatonApp(event_store_env(settings)))
+    return app, _creating_tables(lambda: make_projections(app))
+
+
 class NatsRefused(RuntimeError):
     """The NATS server refused Baton's credentials: retrying cannot help."""
 

@@ -1,0 +1,218 @@
+"""``baton watch``: a task's (or a session's, or every task's) progress events and triggers as
+they happen, with a live progress bar on a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from baton.adapters import contract, render
+from baton.adapters.cli.common import (
+    EXIT_OK,
+    EXIT_SERVER,
+    EXIT_TASK_FAILED,
+    EXIT_TIMEOUT,
+    CliError,
+    Output,
+    run_async,
+)
+
+if TYPE_CHECKING:
+    from baton.adapters.client import BatonClient
+
+
+class Watcher:
+    """Prints a task's (or every task's) progress events and triggers as they happen."""
+
+    def __init__(self, args: argparse.Namespace, client: BatonClient, out: Output) -> None:
+        self.args = args
+        self.client = client
+        self.out = out
+        self.style = out.style
+        self.prefix = client.prefix
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.progress = render.Progress()
+        self.live = not out.as_json and bool(getattr(out.stream, "isatty", lambda: False)())
+        self.bar_shown = False
+        self.sessions: dict[str, str | None] = {}
+        self.seen: set[tuple[str, int]] = set()
+
+    def _enqueue(self, kind: str) -> Callable[[Any], Awaitable[None]]:
+        async def handler(msg: Any) -> None:
+            try:
+                data = json.loads(msg.data)
+            except ValueError:
+                return
+            await self.queue.put((kind, data))
+
+        return handler
+
+    def emit(self, text: str) -> None:
+        stream = self.out.stream
+        if self.bar_shown:
+            stream.write("\r\x1b[K")
+            self.bar_shown = False
+        stream.write(text + "\n")
+        if self.live and self.args.task:
+            stream.write(self.progress.bar(self.style))
+            self.bar_shown = True
+        stream.flush()
+
+    def finish_bar(self) -> None:
+        if self.bar_shown:
+            self.out.stream.write("\n")
+            self.out.stream.flush()
+            self.bar_shown = False
+
+    async def run(self) -> int:
+        from nats.js.api import DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        nc = self.client.nc
+        js = nc.jetstream()
+        task_id: str | None = self.args.task
+        subject = contract.progress_subject(self.prefix, task_id or ">")
+        try:
+            await js.subscribe(
+                subject,
+                cb=self._enqueue("event"),
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL if task_id else DeliverPolicy.NEW,
+            )
+        except NotFoundError:
+            raise CliError(
+                f"error: no JetStream stream holds {subject}; is `baton serve` running "
+                f"with prefix {self.prefix!r}?",
+                EXIT_SERVER,
+            ) from None
+        if task_id:
+            view = await self.find_task(task_id)
+            if view is not None:
+                self.progress.session_id = view.get("session_id")
+            session = self.progress.session_id
+            if session:
+                await nc.subscribe(
+                    contract.trigger_subject(self.prefix, session), cb=self._enqueue("trigger")
+                )
+        else:
+            session = self.args.session
+            await nc.subscribe(
+                contract.trigger_subject(self.prefix, session or ">"), cb=self._enqueue("trigger")
+            )
+            if not self.out.as_json:
+                scope = f"session {session}" if session else "every task"
+                server = nc.connected_url.netloc if nc.connected_url else "NATS"
+                self.out.line(
+                    self.style.paint(
+                        f"watching {scope} on {server} (prefix {self.prefix}); Ctrl-C to stop",
+                        "dim",
+                    )
+                )
+        await nc.flush()  # the subscriptions are in place before the first line shows
+        deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                kind, data = await asyncio.wait_for(self.queue.get(), remaining)
+            except TimeoutError:
+                break
+            if kind == "event":
+                ended = await self.on_event(data)
+                if ended is not None:
+                    return ended
+            else:
+                await self.on_trigger(data)
+        self.finish_bar()
+        where = f"task {task_id}" if task_id else "watch"
+        print(f"{where}: timed out after {self.args.timeout:g} s", file=sys.stderr)
+        return EXIT_TIMEOUT if task_id else EXIT_OK
+
+    async def find_task(self, task_id: str) -> dict[str, Any] | None:
+        """The task's view; None while the projection lags a task whose events arrive.
+        An unknown task raises the 404 (after a second of patience)."""
+        from baton.adapters.client import BatonRequestError
+
+        for _ in range(10):
+            try:
+                view: dict[str, Any] = await self.client.task(task_id=task_id)
+                return view
+            except BatonRequestError as error:
+                if error.code != 404:
+                    raise
+                if not self.queue.empty():
+                    return None
+                last = error
+            await asyncio.sleep(0.1)
+        raise last
+
+    async def session_of(self, event: dict[str, Any]) -> str | None:
+        task_id = str(event.get("task_id"))
+        if event.get("type") == "Created":
+            self.sessions[task_id] = (event.get("data") or {}).get("session_id")
+        if task_id not in self.sessions:
+            try:
+                view = await self.client.task(task_id=task_id)
+                self.sessions[task_id] = view.get("session_id")
+            except Exception:
+                self.sessions[task_id] = None
+        return self.sessions[task_id]
+
+    async def on_event(self, event: dict[str, Any]) -> int | None:
+        key = (str(event.get("task_id")), int(event.get("version") or 0))
+        if key in self.seen:
+            return None
+        self.seen.add(key)
+        if not self.args.task:
+            if self.args.session and await self.session_of(event) != self.args.session:
+                return None
+            if self.out.as_json:
+                self.out.line(json.dumps(event, ensure_ascii=False))
+            else:
+                tag = self.style.paint(str(event.get("task_id")), "blue")
+                self.emit(f"{tag} {render.event_line(event, self.style)}")
+            return None
+        first_session = self.progress.session_id
+        self.progress.apply(event)
+        if first_session is None and self.progress.session_id:
+            await self.client.nc.subscribe(
+                contract.trigger_subject(self.prefix, self.progress.session_id),
+                cb=self._enqueue("trigger"),
+            )
+        if self.out.as_json:
+            self.out.line(json.dumps(event, ensure_ascii=False))
+        else:
+            self.emit(render.progress_line(event, self.progress, self.style))
+        if self.progress.ended:
+            self.finish_bar()
+            if not self.out.as_json:
+                self.out.line(self.progress.bar(self.style))
+            return EXIT_OK if self.progress.task_status == "completed" else EXIT_TASK_FAILED
+        return None
+
+    async def on_trigger(self, trigger: dict[str, Any]) -> None:
+        if self.args.task and trigger.get("task_id") != self.args.task:
+            return
+        if self.out.as_json:
+            self.out.line(json.dumps({"trigger": trigger}, ensure_ascii=False))
+        else:
+            self.emit(
+                f"{render.clock(time.time())} {self.style.paint('fired', 'yellow')} "
+                + render.trigger_line(trigger, self.style)
+            )
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.task and args.session:
+        raise CliError("give TASK or --session, not both")
+
+    async def body(client: BatonClient, out: Output) -> int:
+        return await Watcher(args, client, out).run()
+
+    return run_async(args, body)
