@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -28,7 +26,9 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 
+from baton.adapters import logs
 from baton.adapters.config import SettingError, Settings, event_store_env, nats_credentials
+from baton.adapters.metrics import ServiceMetrics, start_instrumentation
 from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
 from baton.adapters.planner import NatsPlanner
 from baton.adapters.publication import (
@@ -152,6 +152,8 @@ class Baton:
         self.relay: ProgressRelay | None = None
         self.scheduler: TriggerScheduler | None = None
         self.dashboard: Dashboard | None = None
+        self.metrics = ServiceMetrics()
+        self._stop_instrumentation: Callable[[], Any] | None = None
         self.executor = ThreadPoolExecutor(SERVICE_THREADS, thread_name_prefix="baton")
         self._stop_publication = asyncio.Event()
         self._publication: list[asyncio.Task[None]] = []
@@ -221,6 +223,10 @@ class Baton:
             planner_concurrency=settings.planner_concurrency,
             executor=self.executor,
             on_change=(self.relay.wake, self.scheduler.wake),
+            metrics=self.metrics,
+        )
+        self._stop_instrumentation = await start_instrumentation(
+            self.metrics, self, settings.metrics_addr
         )
         await self.service.start()
         log.info(
@@ -262,7 +268,6 @@ class Baton:
             self.settings.data_dir / "nats",
             host="127.0.0.1" if host in ("", "localhost") else host,
             port=parts.port or 4222,
-            own_process_group=True,  # stopped last, by close(), not by the terminal's Ctrl-C
         )
         await self._in_thread(server.start)
         self.embedded = server
@@ -278,22 +283,17 @@ class Baton:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
-    async def _stage(self, what: str, step: Awaitable[Any]) -> None:
-        """Runs one step of the shutdown; a failure is logged and the shutdown goes on."""
-        try:
-            await step
-        except Exception:
-            log.warning("%s failed", what, exc_info=True)
-
     async def close(self) -> None:
         """Stops accepting, finishes in-flight commands, stops publication, drains, closes."""
         if self._closed:
             return
         self._closed = True
         if self.dashboard is not None:
-            await self._stage("closing the dashboard", self.dashboard.close())
+            await self.dashboard.close()
+        if self._stop_instrumentation is not None:
+            await self._stop_instrumentation()
         if self.service is not None:
-            await self._stage("stopping the service", self.service.stop())
+            await self.service.stop()
         self._stop_publication.set()
         if self._publication:
             await asyncio.gather(*self._publication, return_exceptions=True)
@@ -305,7 +305,7 @@ class Baton:
                 await self.nc.drain()
             except Exception as error:
                 log.warning("NATS drain failed: %r", error)
-                await self._stage("closing the NATS connection", self.nc.close())
+                await self.nc.close()
         self.executor.shutdown(wait=True)
         for closeable in (self.projections, self.app):
             close = getattr(closeable, "close", None)
@@ -315,9 +315,7 @@ class Baton:
                 except Exception:
                     log.warning("closing %r failed", closeable, exc_info=True)
         if self.embedded is not None:
-            # Last: every connection to it is drained by now.
             await asyncio.to_thread(self.embedded.stop)
-            log.info("embedded nats-server stopped")
         log.info("stopped")
 
 
@@ -381,11 +379,7 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
 
 def main() -> None:
     """``python -m baton.adapters``: serves with the settings of the environment."""
-    logging.basicConfig(
-        level=os.environ.get("BATON_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure("INFO")
     try:
         asyncio.run(serve(Settings.from_env()))
     except (NatsRefused, SettingError, StreamSettingsError) as error:

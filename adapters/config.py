@@ -85,6 +85,10 @@ class Settings:
     one per session). NATS cannot switch an existing stream to or from ``workqueue``: Baton
     then refuses to start and says so."""
 
+    metrics_addr: str | None = None
+    """``BATON_METRICS_ADDR``: where ``baton serve`` serves Prometheus metrics (``HOST:PORT``,
+    page ``/metrics``; unset or empty: none)."""
+
     ui_addr: str | None = None
     """``BATON_UI_ADDR``: where ``baton serve`` serves the web dashboard (``HOST:PORT``; from the
     environment the default is ``127.0.0.1:8600``, and an empty value turns it off). Settings
@@ -117,6 +121,7 @@ class Settings:
             nats_nkey_seed=env.get("BATON_NATS_NKEY_SEED") or None,
             nats_tls_ca=env.get("BATON_NATS_TLS_CA") or None,
             ui_addr=env.get("BATON_UI_ADDR", "127.0.0.1:8600").strip() or None,
+            metrics_addr=(env.get("BATON_METRICS_ADDR") or "").strip() or None,
             stream_replicas=_integer(env, "BATON_STREAM_REPLICAS", 1, minimum=1),
             progress_max_age_s=_duration(env, "BATON_PROGRESS_MAX_AGE", 7 * 86400.0),
             progress_max_bytes=_integer(env, "BATON_PROGRESS_MAX_BYTES", -1, minimum=-1),

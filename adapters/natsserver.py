@@ -101,7 +101,6 @@ class EmbeddedNatsServer:
         binary: str | os.PathLike[str] | None = None,
         startup_timeout: float = 10.0,
         max_payload: int | None = None,
-        own_process_group: bool = False,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
@@ -109,10 +108,6 @@ class EmbeddedNatsServer:
         self.startup_timeout = startup_timeout
         self.max_payload = max_payload
         """Largest message in bytes (the server's default, 1 MiB, when None)."""
-        self.own_process_group = own_process_group
-        """Start the server in a process group of its own, so a Ctrl-C in the terminal or a
-        signal to the caller's group (``kill -TERM -PGID``) does not reach it: the caller
-        drains its connections first, then stops the server (``make run``)."""
         self._own_store: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._own_store = tempfile.TemporaryDirectory(prefix="baton-nats-")
@@ -148,11 +143,7 @@ class EmbeddedNatsServer:
             config.write_text(f"max_payload: {self.max_payload}\n")
             args += ["-c", str(config)]
         self._process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            process_group=0 if self.own_process_group else None,
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
         )
         deadline = time.monotonic() + self.startup_timeout
         # The server's own "Server is ready" line guards against a port answered by someone else.

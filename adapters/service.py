@@ -20,6 +20,7 @@ import asyncio
 import importlib.metadata
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
@@ -29,12 +30,11 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 from nats.errors import MaxPayloadError
-from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 from pydantic import BaseModel
 
-from baton.adapters import contract
+from baton.adapters import contract, logs
 from baton.adapters.messages import (
     MSG_ID_HEADER,
     encode,
@@ -42,6 +42,7 @@ from baton.adapters.messages import (
     error_headers,
     parse,
 )
+from baton.adapters.metrics import ServiceMetrics
 from baton.adapters.planner import NatsPlanner
 from baton.domain import commands as c
 from baton.domain.errors import (
@@ -197,8 +198,11 @@ class BatonService:
         max_in_flight: int = 512,
         writers: int = 1,
         planner_concurrency: int = PLANNER_CONCURRENCY,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.nc = nc
+        self.metrics = metrics or ServiceMetrics()
+        """True per-endpoint counts (``$SRV.STATS``) and the instance's figures."""
         self.app = app
         self.queries = queries
         self.prefix = prefix
@@ -219,7 +223,7 @@ class BatonService:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Subscribes every endpoint (queue group ``baton``) and the ``$SRV`` verbs."""
-        service = await add_service(
+        service = await self.metrics.add_service(
             self.nc,
             name=SERVICE_NAME,
             version=package_version(),
@@ -279,8 +283,9 @@ class BatonService:
                 why,
             )
             return
+        started = time.perf_counter_ns()
         await self._slots.acquire()
-        task = asyncio.get_running_loop().create_task(self._answer(subject, request))
+        task = asyncio.get_running_loop().create_task(self._answer(subject, request, started))
         self._in_flight.add(task)
         task.add_done_callback(self._done)
 
@@ -288,33 +293,47 @@ class BatonService:
         self._in_flight.discard(task)
         self._slots.release()
 
-    async def _answer(self, subject: str, request: Request) -> None:
+    async def _answer(self, subject: str, request: Request, started: int) -> None:
+        logs.bind(subject=request.subject)
+        failed: BatonError | None = None
         try:
             reply = await self.execute(subject, request.data, request.headers or {})
         except BatonError as error:
+            failed = error
             await self._respond_error(request, error)
         except STORE_ERRORS as error:
             # The views' store (or the event store outside a command) failed: not a bug.
             log.warning("%s.%s: the store failed: %s", self.prefix, subject, error)
-            await self._respond_error(
-                request, StoreUnavailable(f"the store failed: {error}; nothing was changed")
-            )
+            failed = StoreUnavailable(f"the store failed: {error}; nothing was changed")
+            await self._respond_error(request, failed)
         except Exception as error:
             log.exception("%s.%s failed", self.prefix, subject)
-            await self._respond_error(
-                request,
-                InternalError(f"internal error ({type(error).__name__}); see the service log"),
-            )
+            failed = InternalError(f"internal error ({type(error).__name__}); see the service log")
+            await self._respond_error(request, failed)
         else:
             if len(reply) > self.max_message_bytes:
-                await self._respond_error(request, self._too_big(subject, len(reply)))
+                failed = self._too_big(subject, len(reply))
+                await self._respond_error(request, failed)
                 return
             try:
                 await request.respond(reply)
             except MaxPayloadError:  # the server's limit changed (a reconnect elsewhere)
-                await self._respond_error(request, self._too_big(subject, len(reply)))
-            except Exception:
+                failed = self._too_big(subject, len(reply))
+                await self._respond_error(request, failed)
+            except Exception as error:
                 log.warning("could not reply on %s.%s", self.prefix, subject, exc_info=True)
+                failed = InternalError(f"the reply could not be sent ({type(error).__name__})")
+        finally:
+            row = contract.BY_NAME.get(subject)
+            kind = row.kind if row is not None else "query"
+            outcome = None if failed is None else (failed.code, failed.message)
+            self.metrics.observe(request.subject, kind, started, outcome)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "answered in %.1f ms%s",
+                    (time.perf_counter_ns() - started) / 1e6,
+                    "" if failed is None else f" with error {failed.code}",
+                )
 
     def foreign_reply(self, reply: str) -> str | None:
         """Why Baton must not send a reply to ``reply`` (None when it may): a subject under
@@ -374,6 +393,7 @@ class BatonService:
             command = parse(row.request, body)
             assert isinstance(command, c.Command)
             command_id = msg_id or command.command_id
+            logs.bind(command_id=command_id, task_id=getattr(command, "task_id", None))
             command = await self._with_plan(command, command_id)
             if isinstance(command, c.ClaimStep) and not (command.task_id or command.session_id):
                 # A claim across sessions picks its candidates from the views: bring them up.

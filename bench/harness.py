@@ -55,16 +55,11 @@ class Child:
         )
         ready = threading.Event()
 
-        stdout = self.process.stdout
-        assert stdout is not None
-
         def watch() -> None:
-            try:
-                for line in stdout:
-                    if line.strip() == b"READY":
-                        ready.set()
-            except (ValueError, OSError):  # stop() closed the pipe
-                pass
+            assert self.process is not None and self.process.stdout is not None
+            for line in self.process.stdout:
+                if line.strip() == b"READY":
+                    ready.set()
 
         threading.Thread(target=watch, daemon=True).start()
         deadline = time.monotonic() + self.startup_timeout
@@ -105,8 +100,6 @@ class Child:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if process is not None and process.stdout is not None:
-            process.stdout.close()
         self.process = None
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from baton.adapters.cli.common import (
     Output,
     close_client,
     connect,
+    run_async,
     settings_of,
 )
 from baton.adapters.config import Settings
@@ -29,13 +30,10 @@ from baton.domain import commands as c
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from baton.adapters import logs
     from baton.adapters.bootstrap import serve
 
-    logging.basicConfig(
-        level=os.environ.get("BATON_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure("INFO")
     settings = settings_of(args)
     try:
         asyncio.run(serve(settings))
@@ -74,6 +72,20 @@ def cmd_ui(args: argparse.Namespace) -> int:
             f"error: cannot serve the dashboard on {addr}: {error.strerror or error}", EXIT_SERVER
         ) from None
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Every instance's counts and figures (lag, backlogs) from $SRV.INFO and $SRV.STATS."""
+    from baton.adapters.client import BatonClient
+    from baton.adapters.status import gather, table
+
+    async def body(client: BatonClient, out: Output) -> int:
+        prefix = None if args.all else client.prefix
+        instances = await gather(client.nc, prefix, wait=args.wait)
+        out.reply(instances, lambda value, _style: table(value))
+        return EXIT_OK if instances else EXIT_SERVER
+
+    return run_async(args, body)
 
 
 def cmd_harness(args: argparse.Namespace) -> int:

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to listen (default $BATON_UI_ADDR or 127.0.0.1:8600)",
     )
 
+    p = add(sub, "status", admin.cmd_status, "every instance's counts, lag and backlogs")
+    p.add_argument("--all", action="store_true", help="instances of every subject prefix")
+    p.add_argument(
+        "--wait", type=float, default=2.0, metavar="SECONDS", help="longest wait for replies"
+    )
+
     task = sub.add_parser("task", help="create, advance, replan and end tasks")
     task_sub = task.add_subparsers(dest="task_command", metavar="ACTION", required=True)
     p = row(task_sub, "task.create", tasks.cmd_task_create)
