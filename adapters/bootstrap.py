@@ -70,6 +70,9 @@ def connect_options(settings: Settings) -> dict[str, Any]:
     """``nats.connect`` options: reconnect forever, and the credentials Settings name."""
     options: dict[str, Any] = {
         "servers": settings.nats_servers,
+        # The first URL is the server an instance prefers (list its nearest node first); the
+        # others are tried in order when it is down, then the servers the cluster advertises.
+        "dont_randomize": True,
         "name": "baton",
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -101,7 +102,18 @@ class EmbeddedNatsServer:
         binary: str | os.PathLike[str] | None = None,
         startup_timeout: float = 10.0,
         max_payload: int | None = None,
+        server_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
+        cluster_name: str = "baton",
     ) -> None:
+        self.server_name = server_name
+        """The node's name in a cluster (JetStream needs one per node)."""
+        self.cluster_port = cluster_port
+        """The port other nodes route to (a cluster node when set)."""
+        self.routes = list(routes)
+        """The other nodes' ``nats-route://HOST:PORT`` URLs."""
+        self.cluster_name = cluster_name
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.binary = Path(binary) if binary is not None else find_nats_server()
@@ -137,6 +149,13 @@ class EmbeddedNatsServer:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         args = [str(self.binary), "-a", self.host, "-p", str(self.port)]
         args += ["-js", "-sd", str(self.store_dir)]
+        if self.server_name is not None:
+            args += ["--server_name", self.server_name]
+        if self.cluster_port is not None:
+            args += ["--cluster", f"nats://{self.host}:{self.cluster_port}"]
+            args += ["--cluster_name", self.cluster_name]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
         if self.max_payload is not None:
             # max_payload has no command-line flag: a one-line config, the flags still apply.
             config = self.store_dir / "baton-nats.conf"
@@ -176,6 +195,14 @@ class EmbeddedNatsServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILLs the server (a crash: no shutdown, no flush); ``start()`` brings it back on
+        the same ports and store."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
         self._reap()
 
     def restart(self) -> None:
