@@ -39,6 +39,7 @@ from baton.adapters.publication import (
     ensure_streams,
 )
 from baton.adapters.service import BatonService
+from baton.adapters.streamids import MessageIds, deployment_secret
 from baton.adapters.workspace import DirectoryWorkspace
 from baton.domain.services import BatonApp
 from baton.projections import Projections
@@ -200,9 +201,11 @@ class Baton:
         js = nc.jetstream()
         policy = StreamPolicy.from_settings(settings)
         await ensure_streams(js, settings.subject_prefix, policy)
-        self.relay = ProgressRelay(app, js, settings.subject_prefix, policy=policy)
+        secret = await self._in_thread(_creating_tables, lambda: deployment_secret(app.recorder))
+        ids = MessageIds(secret)  # stream message ids no client can compute
+        self.relay = ProgressRelay(app, js, settings.subject_prefix, policy=policy, ids=ids)
         self.scheduler = TriggerScheduler(
-            self.projections, js, settings.subject_prefix, policy=policy
+            self.projections, js, settings.subject_prefix, policy=policy, ids=ids
         )
         loop = asyncio.get_running_loop()
         self._publication = [

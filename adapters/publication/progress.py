@@ -29,6 +29,7 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking, Tr
 
 from baton.adapters.publication.pump import MSG_ID, Pump, encode
 from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
+from baton.adapters.streamids import NATURAL, MessageIds
 from baton.domain import codec
 from baton.domain.model import Task
 from baton.domain.services import BatonApp
@@ -84,10 +85,8 @@ class Outgoing:
     version: int
     subject: str
     body: bytes
-
-    @property
-    def msg_id(self) -> str:
-        return f"{self.aggregate_id}:{self.version}"
+    msg_id: str
+    """``<aggregate id>:<version>``, keyed by the deployment's secret (``streamids``)."""
 
 
 class ProgressRelay(Pump):
@@ -112,8 +111,12 @@ class ProgressRelay(Pump):
         tracking: TrackingRecorder | None = None,
         max_payload: Callable[[], int] | None = None,
         policy: StreamPolicy | None = None,
+        ids: MessageIds = NATURAL,
     ) -> None:
         super().__init__()
+        self.ids = ids
+        """Makes each message's ``Nats-Msg-Id`` (the service passes the deployment's keyed
+        ids, so clients cannot pre-publish a message with the id of a future event)."""
         self.policy = policy
         """The stream settings to re-create a missing stream with."""
         self.app = app
@@ -194,6 +197,7 @@ class ProgressRelay(Pump):
             version=event.originator_version,
             subject=f"{self.prefix}.progress.{task_id}",
             body=body,
+            msg_id=self.ids(f"{event.originator_id}:{event.originator_version}"),
         )
 
     def _shorten(self, entry: dict[str, Any], size: int, limit: int) -> bytes:

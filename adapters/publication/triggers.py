@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 from baton.adapters.publication.progress import HEADER_ROOM, max_payload_of
 from baton.adapters.publication.pump import MSG_ID, Pump, encode
 from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
+from baton.adapters.streamids import NATURAL, MessageIds
 
 log = logging.getLogger("baton.adapters.publication")
 
@@ -86,6 +87,7 @@ class TriggerScheduler(Pump):
         publish_timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
         max_payload: Callable[[], int] | None = None,
+        ids: MessageIds = NATURAL,
         policy: StreamPolicy | None = None,
     ) -> None:
         super().__init__()
@@ -98,6 +100,9 @@ class TriggerScheduler(Pump):
         self.publish_timeout = publish_timeout
         self.clock = clock
         self.max_payload = max_payload or max_payload_of(js)
+        self.ids = ids
+        """Makes each trigger's ``Nats-Msg-Id`` from its ``trigger_id`` (keyed by the
+        deployment's secret in the service: ``query.queue`` lists trigger ids)."""
         self.stream = stream_names(prefix)[1]
         self.published = 0
         """Triggers JetStream stored for this scheduler (since it was made)."""
@@ -143,7 +148,7 @@ class TriggerScheduler(Pump):
             f"{self.prefix}.trigger.{trigger['session_id']}",
             fitting_trigger(trigger, self.max_payload() - HEADER_ROOM),
             timeout=self.publish_timeout,
-            headers={MSG_ID: trigger["trigger_id"]},
+            headers={MSG_ID: self.ids(trigger["trigger_id"])},
         )
         if ack.duplicate:
             self.duplicates += 1

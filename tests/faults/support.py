@@ -302,7 +302,7 @@ async def check_everything(
     deadline = time.monotonic() + 15
     while True:
         triggers = await stream_messages(nats_url, trigger_stream)
-        trigger_ids = [mid for _, mid in triggers]
+        trigger_ids = [body["trigger_id"] for body, _ in triggers]
         if pending <= set(trigger_ids) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
@@ -311,7 +311,7 @@ async def check_everything(
     assert pending <= set(trigger_ids), (
         f"due triggers never published: {pending - set(trigger_ids)}"
     )
-    assert all(body["trigger_id"] == mid for body, mid in triggers)
+    assert all(mid.startswith(f"{body['trigger_id']}:") for body, mid in triggers)
     figures.triggers_published = len(trigger_ids)
     return figures, histories
 

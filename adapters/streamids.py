@@ -1,0 +1,99 @@
+"""Message ids of Baton's streams that clients cannot compute.
+
+JetStream drops a message whose ``Nats-Msg-Id`` it has seen within the stream's duplicate
+window. With ids a client can compute (``<aggregate id>:<version>`` of the next event, a
+``trigger_id`` listed by ``query.queue``), a client allowed to publish on the stream subjects
+could publish a fake first and have the real message dropped as a duplicate. So each id is the
+natural id followed by a MAC of it, keyed by a secret of the deployment: ``<natural id>:<32 hex>``.
+Every instance of a deployment computes the same id for the same message (a republished batch is
+still recognised as a duplicate); no client can.
+
+The secret is made once, at random, and kept in the event store's own database (table
+``baton_stream_secret``, beside the relay's tracked position): in ``events.sqlite`` on SQLite,
+in the events' schema on PostgreSQL. Losing it (a new database) changes the ids of messages
+published from then on, as the relay's position would be lost with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+import weakref
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+SECRET_TABLE = "baton_stream_secret"
+
+#: Hex digits of the MAC in an id: 128 bits.
+MAC_HEX = 32
+
+
+class MessageIds:
+    """Turns a natural id into the stream's ``Nats-Msg-Id``: the id and its keyed MAC."""
+
+    def __init__(self, secret: bytes | None) -> None:
+        self._secret = secret
+
+    @property
+    def keyed(self) -> bool:
+        return self._secret is not None
+
+    def __call__(self, natural: str) -> str:
+        if self._secret is None:
+            return natural
+        mac = hmac.new(self._secret, natural.encode(), hashlib.sha256).hexdigest()[:MAC_HEX]
+        return f"{natural}:{mac}"
+
+
+#: The natural ids themselves, for publishers made without a deployment (tests, benchmarks).
+NATURAL = MessageIds(None)
+
+_memory: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_memory_lock = threading.Lock()
+
+
+def deployment_secret(recorder: Any) -> bytes:
+    """The deployment's secret, kept in the database of ``recorder`` (an eventsourcing
+    application recorder); made on first use. Safe when several instances start at once (the
+    first insert wins, every instance reads the row back). An in-memory store keeps it for
+    the life of the recorder."""
+    module = type(recorder).__module__
+    if module.startswith("eventsourcing.postgres"):
+        datastore = recorder.datastore
+        table, mark = f'"{datastore.schema}".{SECRET_TABLE}', "%s"
+    elif module.startswith("eventsourcing.sqlite"):
+        datastore = recorder.datastore
+        table, mark = SECRET_TABLE, "?"
+    else:
+        with _memory_lock:
+            return _memory.setdefault(recorder, secrets.token_bytes(32))
+    for attempt in range(5):
+        try:
+            with datastore.transaction(commit=True) as cursor:
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} "
+                    "(id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
+                )
+                cursor.execute(
+                    f"INSERT INTO {table} (id, secret) VALUES (1, {mark}) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (secrets.token_hex(32),),
+                )
+                cursor.execute(f"SELECT secret FROM {table} WHERE id = 1")
+                row = cursor.fetchone()
+            break
+        except IntegrityError:
+            # PostgreSQL: instances creating the table at once race in the catalogue; the
+            # loser's next attempt finds the table (and the winner's secret).
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    value = row["secret"] if hasattr(row, "keys") else row[0]
+    return bytes.fromhex(str(value))
+
+
+__all__ = ["MAC_HEX", "NATURAL", "SECRET_TABLE", "MessageIds", "deployment_secret"]
