@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -274,6 +274,7 @@ class Baton:
             self.settings.data_dir / "nats",
             host="127.0.0.1" if host in ("", "localhost") else host,
             port=parts.port or 4222,
+            own_process_group=True,  # stopped last, by close(), not by the terminal's Ctrl-C
         )
         await self._in_thread(server.start)
         self.embedded = server
@@ -289,17 +290,24 @@ class Baton:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
+    async def _stage(self, what: str, step: Awaitable[Any]) -> None:
+        """Runs one step of the shutdown; a failure is logged and the shutdown goes on."""
+        try:
+            await step
+        except Exception:
+            log.warning("%s failed", what, exc_info=True)
+
     async def close(self) -> None:
         """Stops accepting, finishes in-flight commands, stops publication, drains, closes."""
         if self._closed:
             return
         self._closed = True
         if self.dashboard is not None:
-            await self.dashboard.close()
+            await self._stage("closing the dashboard", self.dashboard.close())
         if self._stop_instrumentation is not None:
-            await self._stop_instrumentation()
+            await self._stage("stopping the instrumentation", self._stop_instrumentation())
         if self.service is not None:
-            await self.service.stop()
+            await self._stage("stopping the service", self.service.stop())
         self._stop_publication.set()
         if self._publication:
             await asyncio.gather(*self._publication, return_exceptions=True)
@@ -311,7 +319,7 @@ class Baton:
                 await self.nc.drain()
             except Exception as error:
                 log.warning("NATS drain failed: %r", error)
-                await self.nc.close()
+                await self._stage("closing the NATS connection", self.nc.close())
         self.executor.shutdown(wait=True)
         for closeable in (self.projections, self.app):
             close = getattr(closeable, "close", None)
@@ -321,7 +329,9 @@ class Baton:
                 except Exception:
                     log.warning("closing %r failed", closeable, exc_info=True)
         if self.embedded is not None:
+            # Last: every connection to it is drained by now.
             await asyncio.to_thread(self.embedded.stop)
+            log.info("embedded nats-server stopped")
         log.info("stopped")
 
 

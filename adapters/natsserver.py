@@ -106,6 +106,7 @@ class EmbeddedNatsServer:
         cluster_port: int | None = None,
         routes: Sequence[str] = (),
         cluster_name: str = "baton",
+        own_process_group: bool = False,
     ) -> None:
         self.server_name = server_name
         """The node's name in a cluster (JetStream needs one per node)."""
@@ -120,6 +121,10 @@ class EmbeddedNatsServer:
         self.startup_timeout = startup_timeout
         self.max_payload = max_payload
         """Largest message in bytes (the server's default, 1 MiB, when None)."""
+        self.own_process_group = own_process_group
+        """Start the server in a process group of its own, so a Ctrl-C in the terminal or a
+        signal to the caller's group (``kill -TERM -PGID``) does not reach it: the caller
+        drains its connections first, then stops the server (``make run``)."""
         self._own_store: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._own_store = tempfile.TemporaryDirectory(prefix="baton-nats-")
@@ -162,7 +167,11 @@ class EmbeddedNatsServer:
             config.write_text(f"max_payload: {self.max_payload}\n")
             args += ["-c", str(config)]
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            process_group=0 if self.own_process_group else None,
         )
         deadline = time.monotonic() + self.startup_timeout
         # The server's own "Server is ready" line guards against a port answered by someone else.

@@ -32,8 +32,12 @@ class ServiceProcess:
         *,
         env: dict[str, str] | None = None,
         name: str = "baton",
+        own_session: bool = False,
     ) -> None:
         self.nats_url = nats_url
+        self.own_session = own_session
+        """Start it as a terminal starts ``make run``: in a session and process group of its
+        own (its pid is the group's id), so a test can signal the whole group."""
         self.data_dir = data_dir
         self.prefix = prefix
         self.extra_env = dict(env or {})
@@ -64,7 +68,8 @@ class ServiceProcess:
             subject_prefix=self.prefix,
         )
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, *, until: str = "baton: ready") -> None:
+        """Starts the process and waits until its log shows ``until``."""
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
@@ -84,9 +89,10 @@ class ServiceProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                start_new_session=self.own_session,
             )
         deadline = time.monotonic() + timeout
-        while "baton: ready" not in self.log():
+        while until not in self.log():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.exit_code = self.process.poll()
                 self.kill()
