@@ -57,6 +57,19 @@ def summarise(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+#: Pydantic's prefixes that repeat what the message around them already says.
+_PREFIXES = ("Invalid JSON: ", "Value error, ", "Assertion failed, ")
+
+
+def _bare(msg: str) -> str:
+    """Pydantic's message without its prefix: ``not valid JSON: expected value ...`` rather than
+    ``not valid JSON: Invalid JSON: expected value ...``."""
+    for prefix in _PREFIXES:
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
 def parse(model: type[M], body: bytes) -> M:
     """Validates a request body: 413 above the size limit (before parsing), else 400 on
     anything pydantic rejects (not JSON, not an object, unknown fields, wrong types)."""
@@ -78,9 +91,9 @@ def parse(model: type[M], body: bytes) -> M:
             raise TooLarge(f"too large: {shown}", details={"errors": oversized}) from None
         first = problems[0]
         if first["type"] == "json_invalid":
-            message = f"the request is not valid JSON: {first['msg']}"
+            message = f"the request is not valid JSON: {_bare(first['msg'])}"
         else:
-            shown = "; ".join(f"{p['loc']}: {p['msg']}" for p in problems[:3])
+            shown = "; ".join(f"{p['loc']}: {_bare(p['msg'])}" for p in problems[:3])
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             message = f"invalid request: {shown}{more}"
         raise InvalidRequest(message, details={"errors": problems}) from None

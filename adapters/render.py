@@ -126,6 +126,25 @@ def when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
+#: Step statuses a count names besides ``completed``, in the order it names them.
+OTHER_COUNTED = ("skipped", "cancelled", "failed")
+
+
+def step_counts(statuses: Iterable[str] | Mapping[str, int], total: int | None = None) -> str:
+    """``1/4 completed, 3 cancelled``: completed steps out of all, then the skipped, cancelled
+    and failed ones (a cancelled step is not a done one). Takes statuses, or counts by status."""
+    if isinstance(statuses, Mapping):
+        counts = {k: int(v) for k, v in statuses.items()}
+    else:
+        counts = {}
+        for status in statuses:
+            counts[status] = counts.get(status, 0) + 1
+    whole = sum(counts.values()) if total is None else total
+    parts = [f"{counts.get('completed', 0)}/{whole} completed"]
+    parts += [f"{counts[k]} {k}" for k in OTHER_COUNTED if counts.get(k)]
+    return ", ".join(parts)
+
+
 def task_status(status: str, style: Style) -> str:
     return style.paint(status, TASK_COLOURS.get(status, ""), "bold")
 
@@ -150,8 +169,12 @@ def step_glyph(step: Mapping[str, Any], style: Style) -> str:
     return style.paint(style.glyph(name), colour)
 
 
-def step_details(step: Mapping[str, Any], style: Style) -> list[str]:
-    """The lines under a step in a tree: dependencies, claims, results, failures."""
+def step_details(
+    step: Mapping[str, Any], style: Style, shared_context: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The lines under a step in a tree: dependencies, claims, results, failures, and the
+    step's context (its dependencies' results) but for the entries in ``shared_context``."""
+    shared_context = shared_context or {}
     lines: list[str] = []
     if step.get("description"):
         lines.append(style.paint(short(step["description"], 100), "dim"))
@@ -166,18 +189,20 @@ def step_details(step: Mapping[str, Any], style: Style) -> list[str]:
         lines.append(f"result: {short(step['result'])}")
     if step.get("failure_message"):
         lines.append(style.paint(f"failed: {step['failure_message']}", "red"))
+    for key, value in (step.get("context") or {}).items():
+        if key not in shared_context:  # the task's entries are shown once, on the task
+            lines.append(f"context {key} = {short(value)}")
     return lines
 
 
 def task_tree(view: Mapping[str, Any], style: Style) -> str:
     """A task and its steps as a tree, with statuses, readiness, claims and results."""
     steps = list(view.get("steps") or [])
-    done = sum(1 for s in steps if s.get("status") in ("completed", "skipped", "cancelled"))
     head = (
         f"{style.paint(str(view.get('task_name')), 'bold')} "
         f"{style.paint(str(view.get('task_id')), 'dim')}  "
         f"{task_status(str(view.get('status')), style)}  "
-        f"{done}/{len(steps)} steps"
+        f"steps {step_counts(str(s.get('status')) for s in steps)}"
     )
     lines = [head]
     meta = [f"session {view.get('session_id')}", f"priority {view.get('priority')}"]
@@ -187,6 +212,9 @@ def task_tree(view: Mapping[str, Any], style: Style) -> str:
         lines.append(f"  goal: {short(view['goal'], 100)}")
     if view.get("message"):
         lines.append(f"  message: {short(view['message'], 100)}")
+    context: Mapping[str, Any] = view.get("context") or {}
+    for key, value in context.items():
+        lines.append(f"  context {key} = {short(value, 100)}")
     trigger = view.get("trigger")
     if trigger:
         lines.append(
@@ -202,7 +230,7 @@ def task_tree(view: Mapping[str, Any], style: Style) -> str:
             name = style.paint(name, "bold")
         lines.append(f"{branch} {step_glyph(step, style)} {name}  {step_state(step, style)}")
         indent = "   " if last else style.glyph("pipe") + " "
-        for detail in step_details(step, style):
+        for detail in step_details(step, style, context):
             lines.append(f"{indent}    {detail}")
     return "\n".join(lines)
 
@@ -227,9 +255,21 @@ def trigger_line(trigger: Mapping[str, Any], style: Style) -> str:
 
 
 def advance_reply(reply: Mapping[str, Any], style: Style) -> str:
-    """The reply of task.start / task.next."""
+    """The reply of task.start / task.next, in words. The reply's ``status: queued`` means the
+    trigger is queued (the contract's word), not the task: the task is running."""
     status = str(reply.get("status"))
-    lines = [f"status: {style.paint(status, 'bold')}"]
+    step = reply.get("step") or {}
+    trigger = reply.get("trigger") or {}
+    if status == "queued":
+        due = f", due {clock(trigger['fire_at'])}" if trigger.get("fire_at") else ""
+        head = f"trigger scheduled for step {style.paint(str(step.get('step_name')), 'bold')}{due}"
+    elif status == "completed":
+        head = f"task {task_status('completed', style)}: no step left"
+    elif status == "no_next_step":
+        head = "no step is ready: the task is running, its next steps wait (e.g. on a failed one)"
+    else:
+        head = f"status: {style.paint(status, 'bold')}"
+    lines = [head]
     if reply.get("step"):
         lines.append("step:   " + step_summary(reply["step"], style))
     if reply.get("trigger"):
@@ -311,14 +351,13 @@ def tasks_table(tasks: list[Mapping[str, Any]], style: Style) -> str:
     rows = []
     for t in tasks:
         counts = t.get("steps_by_status") or {}
-        finished = sum(counts.get(k, 0) for k in ("completed", "skipped", "cancelled"))
         total = t.get("steps_total")
         rows.append(
             [
                 str(t.get("task_id")),
                 task_status(str(t.get("status")), style),
                 str(t.get("session_id")),
-                f"{finished}/{total}" if total is not None else "-",
+                step_counts(counts, total).replace(" completed", "") if total is not None else "-",
                 str(t.get("current_step") or "-"),
                 when(t.get("updated_at") or t.get("created_at")),
             ]
@@ -391,7 +430,8 @@ class Progress:
         return self.task_status in ("completed", "error", "cancelled")
 
     def counts(self) -> tuple[int, int]:
-        done = sum(1 for s in self.steps.values() if s in ("completed", "skipped", "cancelled"))
+        """Completed steps, and all steps (cancelled, skipped or failed ones are not done)."""
+        done = sum(1 for s in self.steps.values() if s == "completed")
         return done, len(self.steps)
 
     def current(self) -> list[str]:
@@ -404,8 +444,8 @@ class Progress:
         status = self.task_status or "?"
         current = ", ".join(self.current()) or "-"
         return (
-            f"[{style.paint(bar, 'green')}] {done}/{total} steps  "
-            f"{task_status(status, style)}  current: {current}"
+            f"[{style.paint(bar, 'green')}] {step_counts(self.steps.values())}  "
+            f"task {task_status(status, style)}  current: {current}"
         )
 
 

@@ -137,6 +137,14 @@ def cmd_projections(args: argparse.Namespace) -> int:
                 "(or pass --force if it uses another store)",
                 EXIT_USAGE,
             )
+    if not settings.postgres_url:
+        events = (settings.data_dir / "events.sqlite").resolve()
+        if not events.exists():  # opening would create an empty store and report 0 of 0
+            raise CliError(
+                f"error: no Baton store here: looked for {events} and found nothing; run where "
+                "`baton serve` keeps its data, or set BATON_DATA_DIR (or BATON_POSTGRES_URL)",
+                EXIT_USAGE,
+            )
     try:
         from baton.adapters.bootstrap import open_store
 

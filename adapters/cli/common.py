@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TextIO
@@ -63,6 +64,16 @@ class Output:
             self.line(human(value, self.style))
 
 
+def silence_stdout() -> None:
+    """Points stdout at /dev/null: after its reader went away (``baton ... | head``), so that
+    nothing more written, nor Python's flush at exit, raises BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     changes: dict[str, Any] = {}
@@ -83,8 +94,17 @@ def _describe(error: BaseException | None) -> str:
     return str(error) or type(error).__name__
 
 
-async def connect(args: argparse.Namespace) -> BatonClient:
-    """A BatonClient on a NATS connection that fails fast instead of reconnecting."""
+#: ``baton watch``: how long it tries to get a lost connection back (attempts x wait, seconds).
+RECONNECT_ATTEMPTS = 60
+RECONNECT_WAIT_S = 0.5
+
+
+async def connect(
+    args: argparse.Namespace, *, reconnect: bool = False, **callbacks: Any
+) -> BatonClient:
+    """A BatonClient on a NATS connection. The first connect fails fast; after it, a lost
+    connection is given up at once, or with ``reconnect`` tried again for about 30 s (for long
+    runs like ``baton watch``; ``callbacks`` go to ``nats.connect``: ``disconnected_cb``, ...)."""
     import nats
 
     from baton.adapters.client import BatonClient
@@ -99,12 +119,13 @@ async def connect(args: argparse.Namespace) -> BatonClient:
     options.update(
         servers=settings.nats_servers,
         name="baton-cli",
-        allow_reconnect=False,
+        allow_reconnect=reconnect,
         # nats-py treats 0 as "no limit" while picking a server for the first connect.
         max_reconnect_attempts=1,
         reconnect_time_wait=0.1,
         connect_timeout=args.connect_timeout,
         error_cb=remember,
+        **callbacks,
     )
     try:
         nc = await nats.connect(**options)
@@ -115,19 +136,29 @@ async def connect(args: argparse.Namespace) -> BatonClient:
             " or pass --nats URL",
             EXIT_SERVER,
         ) from None
+    if reconnect:
+        # Connected: from now on a lost connection is tried again for a while. nats-py reads
+        # these options at each attempt; the first connect above kept them short to fail fast.
+        nc.options["max_reconnect_attempts"] = RECONNECT_ATTEMPTS
+        nc.options["reconnect_time_wait"] = RECONNECT_WAIT_S
     return BatonClient(nc, settings.subject_prefix, timeout=args.request_timeout)
 
 
 def run_async(
-    args: argparse.Namespace, body: Callable[[BatonClient, Output], Awaitable[int | None]]
+    args: argparse.Namespace,
+    body: Callable[[BatonClient, Output], Awaitable[int | None]],
+    *,
+    reconnect: bool = False,
+    **callbacks: Any,
 ) -> int:
-    """Connects, runs ``body(client, out)``, maps error replies to messages and exit codes."""
+    """Connects (see ``connect``), runs ``body(client, out)``, maps error replies to messages
+    and exit codes."""
     from baton.adapters.client import BatonRequestError
 
     out = Output(args.json)
 
     async def go() -> int | None:
-        client = await connect(args)
+        client = await connect(args, reconnect=reconnect, **callbacks)
         try:
             return await body(client, out)
         finally:

@@ -93,18 +93,26 @@ def plan_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 async def resolve_step(client: BatonClient, task_id: str, step: str) -> str:
-    """A step id from a step id, a step index or a step name of the task."""
+    """A step id from a step id, a step name or a step index of the task.
+
+    A name wins over an index: plans often name their steps "1", "2", "3", and then
+    ``baton step complete TASK 1`` means the step named "1" (an index is what is left when no
+    step has that name)."""
     if step.startswith(f"{task_id}."):
         return step
-    if step.isdigit():
-        return f"{task_id}.{step}"
     view = await client.task(task_id=task_id)
-    for candidate in view.get("steps", []):
+    steps = view.get("steps", [])
+    for candidate in steps:
         if candidate.get("step_name") == step:
             return str(candidate["step_id"])
-    names = ", ".join(str(s.get("step_name")) for s in view.get("steps", []))
+    if step.isdigit():
+        for candidate in steps:
+            if candidate.get("step_index") == int(step):
+                return str(candidate["step_id"])
+    names = ", ".join(str(s.get("step_name")) for s in steps)
+    kind = "no step named or at index" if step.isdigit() else "no step"
     raise CliError(
-        f"error 404 not_found: task {task_id!r} has no step {step!r} (steps: {names})", EXIT_USAGE
+        f"error 404 not_found: task {task_id!r} has {kind} {step!r} (steps: {names})", EXIT_USAGE
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from baton.adapters import contract
 from baton.adapters.cli import admin, demo, steps, tasks, watch
-from baton.adapters.cli.common import EXIT_OK, CliError
+from baton.adapters.cli.common import EXIT_OK, CliError, silence_stdout
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", default=None, help="queued, running, completed, error, cancelled")
     p.add_argument("--session", default=None)
     p.add_argument("--limit", type=int, default=None, help="page size (1-1000, default 100)")
+    p.add_argument("--after", default=None, metavar="CURSOR", help="the page after this cursor")
     p.add_argument("--all", action="store_true", help="follow the cursor through every page")
 
     proj = sub.add_parser("projections", help="the read side's lag, and rebuilding it")
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = error.exit_code
     except KeyboardInterrupt:
         code = 130
-    except BrokenPipeError:  # `baton ls | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # `baton ls | head`: the reader has what it wanted
+        silence_stdout()
         code = EXIT_OK
     sys.exit(code)

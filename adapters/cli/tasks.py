@@ -148,7 +148,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     async def body(client: BatonClient, out: Output) -> None:
-        page = await client.tasks(status=args.status, session_id=args.session, limit=args.limit)
+        page = await client.tasks(
+            status=args.status, session_id=args.session, limit=args.limit, after=args.after
+        )
         tasks = list(page.get("tasks") or [])
         while args.all and page.get("cursor"):
             page = await client.tasks(
@@ -158,6 +160,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         reply = {"tasks": tasks, "cursor": page.get("cursor")}
         out.reply(reply, lambda r, s: render.tasks_table(r["tasks"], s))
         if not args.json and reply["cursor"] and not args.all:
-            print(f"(more: --all, or --after {reply['cursor']})", file=sys.stderr)
+            given = {"--status": args.status, "--session": args.session, "--limit": args.limit}
+            again = ["baton ls"] + [f"{k} {v}" for k, v in given.items() if v is not None]
+            again.append(f"--after {reply['cursor']}")
+            print(f"(more: --all, or {' '.join(again)})", file=sys.stderr)
 
     return run_async(args, body)

@@ -1,10 +1,17 @@
 """``baton watch``: a task's (or a session's, or every task's) progress events and triggers as
-they happen, with a live progress bar on a terminal."""
+they happen, with a live progress bar on a terminal.
+
+A lost NATS connection is tried again for about 30 s (``common.RECONNECT_ATTEMPTS``); once back,
+the watch resumes the progress stream after the last stream sequence it saw, so no event is
+skipped (none is shown twice either). When the connection does not come back, it exits 1 with a
+message instead of going silent.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -17,6 +24,8 @@ from baton.adapters.cli.common import (
     EXIT_SERVER,
     EXIT_TASK_FAILED,
     EXIT_TIMEOUT,
+    RECONNECT_ATTEMPTS,
+    RECONNECT_WAIT_S,
     CliError,
     Output,
     run_async,
@@ -26,16 +35,48 @@ if TYPE_CHECKING:
     from baton.adapters.client import BatonClient
 
 
+class Link:
+    """The connection's state changes (nats.connect callbacks), as items of the watch's queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def callbacks(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        async def disconnected() -> None:
+            await self.queue.put(("disconnected", None))
+
+        async def reconnected() -> None:
+            await self.queue.put(("reconnected", None))
+
+        async def closed() -> None:
+            await self.queue.put(("closed", None))
+
+        return {
+            "disconnected_cb": disconnected,
+            "reconnected_cb": reconnected,
+            "closed_cb": closed,
+        }
+
+
 class Watcher:
     """Prints a task's (or every task's) progress events and triggers as they happen."""
 
-    def __init__(self, args: argparse.Namespace, client: BatonClient, out: Output) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        client: BatonClient,
+        out: Output,
+        queue: asyncio.Queue[tuple[str, Any]] | None = None,
+    ) -> None:
         self.args = args
         self.client = client
         self.out = out
         self.style = out.style
         self.prefix = client.prefix
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, Any]] = queue or asyncio.Queue()
+        self.last_seq = 0  # the progress stream's sequence of the last event received
+        self.progress_sub: Any = None
+        self.lost = False
         self.progress = render.Progress()
         self.live = not out.as_json and bool(getattr(out.stream, "isatty", lambda: False)())
         self.bar_shown = False
@@ -44,6 +85,9 @@ class Watcher:
 
     def _enqueue(self, kind: str) -> Callable[[Any], Awaitable[None]]:
         async def handler(msg: Any) -> None:
+            if kind == "event":
+                with contextlib.suppress(Exception):  # only JetStream messages have metadata
+                    self.last_seq = max(self.last_seq, msg.metadata.sequence.stream)
             try:
                 data = json.loads(msg.data)
             except ValueError:
@@ -69,21 +113,72 @@ class Watcher:
             self.out.stream.flush()
             self.bar_shown = False
 
+    async def subscribe_progress(self) -> None:
+        """An ordered consumer of the progress stream: from the start for a task, else new
+        events; after a reconnect, from the event after the last one received."""
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        task_id: str | None = self.args.task
+        subject = contract.progress_subject(self.prefix, task_id or ">")
+        if self.last_seq:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.last_seq + 1
+            )
+        else:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.ALL if task_id else DeliverPolicy.NEW
+            )
+        if self.progress_sub is not None:
+            with contextlib.suppress(Exception):
+                await self.progress_sub.unsubscribe()
+        js = self.client.nc.jetstream()
+        self.progress_sub = await js.subscribe(
+            subject, cb=self._enqueue("event"), ordered_consumer=True, config=config
+        )
+
+    async def resume(self) -> None:
+        """After a reconnect: the progress stream again, after the last event seen. The server
+        may need a moment to bring JetStream back, so this is tried for a while."""
+        for _ in range(40):
+            try:
+                await self.subscribe_progress()
+            except Exception:
+                await asyncio.sleep(0.5)
+                continue
+            print(
+                f"watch: reconnected; resuming after stream sequence {self.last_seq}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        raise CliError("error: reconnected to NATS, but the progress stream did not come back")
+
+    async def on_link(self, kind: str) -> None:
+        """A change of the connection: say so; resume after a reconnect; fail once it is gone."""
+        if kind == "disconnected" and not self.lost:
+            self.lost = True
+            self.finish_bar()
+            print("watch: lost the connection to NATS; reconnecting", file=sys.stderr, flush=True)
+        elif kind == "reconnected":
+            self.lost = False
+            await self.resume()
+        elif kind == "closed":
+            self.finish_bar()
+            waited = RECONNECT_ATTEMPTS * RECONNECT_WAIT_S
+            raise CliError(
+                f"error: lost the connection to NATS and could not get it back within "
+                f"{waited:g} s; the watch stopped (run it again to resume)",
+                EXIT_SERVER,
+            )
+
     async def run(self) -> int:
-        from nats.js.api import DeliverPolicy
         from nats.js.errors import NotFoundError
 
         nc = self.client.nc
-        js = nc.jetstream()
         task_id: str | None = self.args.task
         subject = contract.progress_subject(self.prefix, task_id or ">")
         try:
-            await js.subscribe(
-                subject,
-                cb=self._enqueue("event"),
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.ALL if task_id else DeliverPolicy.NEW,
-            )
+            await self.subscribe_progress()
         except NotFoundError:
             raise CliError(
                 f"error: no JetStream stream holds {subject}; is `baton serve` running "
@@ -127,8 +222,10 @@ class Watcher:
                 ended = await self.on_event(data)
                 if ended is not None:
                     return ended
-            else:
+            elif kind == "trigger":
                 await self.on_trigger(data)
+            else:
+                await self.on_link(kind)
         self.finish_bar()
         where = f"task {task_id}" if task_id else "watch"
         print(f"{where}: timed out after {self.args.timeout:g} s", file=sys.stderr)
@@ -212,7 +309,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.task and args.session:
         raise CliError("give TASK or --session, not both")
 
-    async def body(client: BatonClient, out: Output) -> int:
-        return await Watcher(args, client, out).run()
+    link = Link()
 
-    return run_async(args, body)
+    async def body(client: BatonClient, out: Output) -> int:
+        return await Watcher(args, client, out, link.queue).run()
+
+    return run_async(args, body, reconnect=True, **link.callbacks())

@@ -84,7 +84,7 @@ def _follow_a_task(service: Service, task_id: str, watch: Any, out: Lines) -> No
     service.run("task", "next", task_id)
     assert "[2/2]" in out.wait_for("Task 'watched' completed")
     assert watch.wait(15) == 0
-    out.wait_for("2/2 steps  completed")
+    out.wait_for("2/2 completed  task completed")
 
 
 def test_watch_replays_an_ended_task_and_exits_3_when_it_did_not_complete(
@@ -169,7 +169,7 @@ def test_watch_on_a_terminal_draws_colours_and_a_live_progress_bar(service: Serv
         _drive_to_completion(service, task_id)
         read_until(b"completed: every step is finished")
         assert watch.wait(15) == 0
-        read_until(b"2/2 steps")
+        read_until(b"2/2 completed")
     finally:
         if watch.poll() is None:
             watch.kill()
@@ -216,10 +216,10 @@ def test_watch_in_tmux_leaves_the_story_on_screen(service: Service, tmp_path: An
 
         wait_screen("current: a")
         _drive_to_completion(service, task_id)
-        screen = wait_screen("2/2 steps  completed")
+        screen = wait_screen("2/2 completed  task completed")
         lines = [line for line in screen.splitlines() if line.strip()]
         assert "Task 'watched' created with 2 steps" in lines[0]
         assert any("✔ Step 'a' completed" in line for line in lines)
-        assert lines[-1].startswith("[████████████████████] 2/2 steps")
+        assert lines[-1].startswith("[████████████████████] 2/2 completed")
     finally:
         subprocess.run([*tmux, "kill-server"], check=False, capture_output=True)
