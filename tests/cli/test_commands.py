@@ -59,7 +59,8 @@ def test_create_with_step_options_makes_a_sequential_plan_and_shows_a_tree(
 ) -> None:
     done = service.run("task", "create", "tree", "--step", "a: first", "--step", "b: second")
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("tree ") and "running" in lines[0] and "steps 0/2 completed" in lines[0]
+    assert lines[0].startswith("tree ") and "running" in lines[0]
+    assert "steps 0/2 completed" in lines[0]
     assert any(line.startswith("├─ ▶ a") and "current" in line for line in lines)
     assert any(line.startswith("└─ ○ b") and "blocked" in line for line in lines)
     assert "after a" in done.stdout
