@@ -27,7 +27,13 @@ from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 
 from baton.adapters import logs
-from baton.adapters.config import SettingError, Settings, event_store_env, nats_credentials
+from baton.adapters.config import (
+    SettingError,
+    Settings,
+    event_store_env,
+    nats_credentials,
+    postgres_params,
+)
 from baton.adapters.metrics import ServiceMetrics, start_instrumentation
 from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
 from baton.adapters.planner import NatsPlanner
@@ -38,6 +44,7 @@ from baton.adapters.publication import (
     TriggerScheduler,
     ensure_streams,
 )
+from baton.adapters.publication.listener import LISTENING_POLL_S, StoreListener, listener_for
 from baton.adapters.service import BatonService
 from baton.adapters.streamids import MessageIds, deployment_secret
 from baton.adapters.workspace import DirectoryWorkspace
@@ -156,6 +163,7 @@ class Baton:
         self.relay: ProgressRelay | None = None
         self.scheduler: TriggerScheduler | None = None
         self.dashboard: Dashboard | None = None
+        self.listener: StoreListener | None = None
         self.metrics = ServiceMetrics()
         self._stop_instrumentation: Callable[[], Any] | None = None
         self.executor = ThreadPoolExecutor(SERVICE_THREADS, thread_name_prefix="baton")
@@ -207,6 +215,15 @@ class Baton:
         self.scheduler = TriggerScheduler(
             self.projections, js, settings.subject_prefix, policy=policy, ids=ids
         )
+        interval = PROJECTION_INTERVAL_S
+        self.listener = listener_for(
+            app,
+            postgres_params(settings.postgres_url) if settings.postgres_url else None,
+            (self.relay.wake, self.scheduler.wake, self.projections.wake),
+        )
+        if self.listener is not None:  # woken on every commit: polling is only a safety net
+            self.listener.start()
+            self.relay.poll_interval = interval = LISTENING_POLL_S
         loop = asyncio.get_running_loop()
         self._publication = [
             loop.create_task(self.relay.run(self._stop_publication), name="progress-relay"),
@@ -214,7 +231,7 @@ class Baton:
         ]
         self._projection_thread = threading.Thread(
             target=self.projections.run,
-            args=(self._stop_projections, PROJECTION_INTERVAL_S),
+            args=(self._stop_projections, interval),
             name="baton-projections",
             daemon=True,
         )
@@ -311,7 +328,11 @@ class Baton:
         self._stop_publication.set()
         if self._publication:
             await asyncio.gather(*self._publication, return_exceptions=True)
+        if self.listener is not None:
+            await asyncio.to_thread(self.listener.stop)
         self._stop_projections.set()
+        if self.projections is not None:
+            self.projections.wake()
         if self._projection_thread is not None:
             await asyncio.to_thread(self._projection_thread.join, 10)
         if self.nc is not None and not self.nc.is_closed:

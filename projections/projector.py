@@ -128,6 +128,7 @@ class Projections:
         self._lock = threading.RLock()
         self._states: OrderedDict[UUID, Task] = OrderedDict()
         self._applied = self._position()[1]
+        self._wakeup = threading.Event()
 
     def close(self) -> None:
         """Releases the views' own connections (the application's stay open)."""
@@ -147,8 +148,14 @@ class Projections:
                 return 0
             return self._apply_until(stored)
 
+    def wake(self) -> None:
+        """Makes ``run`` catch up now rather than at the end of its interval (any thread; the
+        PostgreSQL store listener calls it when another instance committed events)."""
+        self._wakeup.set()
+
     def run(self, stop: threading.Event, interval: float = 0.05) -> None:
-        """Catches up every ``interval`` seconds until ``stop`` is set (a thread's target)."""
+        """Catches up every ``interval`` seconds, or when woken, until ``stop`` is set (a
+        thread's target; call ``wake()`` after setting ``stop`` to end it at once)."""
         delay = interval
         while not stop.is_set():
             try:
@@ -157,7 +164,8 @@ class Projections:
             except Exception:
                 log.exception("projections: catching up failed; retrying")
                 delay = min(max(delay * 2, interval), 5.0)
-            stop.wait(delay)
+            self._wakeup.wait(delay)
+            self._wakeup.clear()
 
     def rebuild(self) -> int:
         """Clears the views (not the published-trigger marks), resets the position and
