@@ -8,6 +8,7 @@ single node: asking it for three replicas is the natural impossible request).
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -170,3 +171,15 @@ async def test_the_service_does_not_start_on_a_stream_it_cannot_reconcile(
     with pytest.raises(StreamSettingsError, match="BATON_TRIGGER_RETENTION"):
         async with running_baton(settings):
             pass
+
+
+def test_every_setting_read_from_the_environment_is_in_the_readme_table() -> None:
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "adapters" / "config.py").read_text(encoding="utf-8")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    read = set(re.findall(r'env(?:\.get)?\(\s*"(BATON_[A-Z_]+)"', source))
+    read |= set(re.findall(r'_(?:duration|integer|choice)\(\s*env,\s*"(BATON_[A-Z_]+)"', source))
+    assert {"BATON_STREAM_REPLICAS", "BATON_PROGRESS_MAX_AGE", "BATON_NATS_URL"} <= read
+    tabled = set(re.findall(r"(?m)^\| `(BATON_[A-Z_]+)`", readme))
+    tabled |= set(re.findall(r"(?m)^\| `BATON_[A-Z_]+`, `(BATON_[A-Z_]+)`", readme))
+    assert read - tabled == set()
