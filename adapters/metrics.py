@@ -267,17 +267,39 @@ def _count_due_triggers(projections: Any) -> int:
     return int(row["n"])
 
 
+def _lapsed_lease_counter(projections: Any) -> Callable[[], int] | None:
+    """How to count the lapsing leases: ``projections.lapsing_leases()`` when the projections
+    offer it, else a COUNT of the claims whose ``expires_at`` has passed in the views' leases
+    table (a claim there is still held: a lapsed one is waiting to be returned), else None."""
+    hook = getattr(projections, "lapsing_leases", None)
+    if callable(hook):
+        return lambda: int(hook())
+    store: Any = getattr(projections, "store", None)
+    if store is None or "leases" not in (getattr(store, "names", None) or {}):
+        return None
+
+    def count() -> int:
+        with store.read() as cursor:
+            cursor.execute(
+                store.sql("SELECT COUNT(*) AS n FROM {leases} WHERE expires_at <= ?"),
+                (time.time(),),
+            )
+            return int(cursor.fetchone()["n"])
+
+    return count
+
+
 def register_figures(metrics: ServiceMetrics, baton: Any) -> None:
     """The figures of a running ``Baton`` (bootstrap): its projections, relay, scheduler,
-    service and connection. ``lapsing_leases`` comes from ``projections.lapsing_leases()``
-    when the projections have it (the hook for leases), else it is reported absent (None)."""
+    service and connection. ``lapsing_leases`` is reported absent (None) until the projections
+    know leases (``_lapsed_lease_counter``)."""
     projections, relay, scheduler = baton.projections, baton.relay, baton.scheduler
     if projections is not None:
         metrics.add_figure("projection_lag", lambda: projections.lag()["behind"])
         metrics.add_figure("due_triggers", lambda: _count_due_triggers(projections))
-        lapsing = getattr(projections, "lapsing_leases", None)
-        if callable(lapsing):
-            metrics.add_figure("lapsing_leases", lambda: int(lapsing()))
+        lapsing = _lapsed_lease_counter(projections)
+        if lapsing is not None:
+            metrics.add_figure("lapsing_leases", lapsing)
     if relay is not None:
         metrics.add_figure("relay_backlog", relay.backlog)
         metrics.add_figure("progress_published", lambda: relay.published, live=True)
