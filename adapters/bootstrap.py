@@ -31,8 +31,10 @@ from baton.adapters.config import (
     SettingError,
     Settings,
     event_store_env,
+    has_nats_credentials,
     nats_credentials,
     postgres_params,
+    publisher_settings,
 )
 from baton.adapters.metrics import ServiceMetrics, start_instrumentation
 from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
@@ -116,6 +118,25 @@ def open_store(settings: Settings) -> tuple[BatonApp, Projections]:
     return app, _creating_tables(lambda: make_projections(app))
 
 
+def _warn_about_trust(settings: Settings, publisher: Settings | None) -> None:
+    """Says when the NATS setup lets clients forge what Baton publishes."""
+    prefix = settings.subject_prefix
+    if not has_nats_credentials(settings):
+        log.warning(
+            "NATS without credentials: any client of this server may publish on %s.progress.> "
+            "and %s.trigger.> (forged progress and triggers) and manage Baton's streams; for "
+            "production use a NATS configuration with permissions (README, Securing NATS: "
+            "docs/nats-secure.conf)",
+            prefix,
+            prefix,
+        )
+    elif publisher is None:
+        log.info(
+            "answering and publishing on one NATS connection; with BATON_NATS_PUBLISHER_USER "
+            "(README, Securing NATS) the service's user needs no right to publish on the streams"
+        )
+
+
 class NatsRefused(RuntimeError):
     """The NATS server refused Baton's credentials: retrying cannot help."""
 
@@ -159,6 +180,8 @@ class Baton:
         self.app: BatonApp | None = None
         self.projections: Projections | None = None
         self.nc: Client | None = None
+        self.publisher_nc: Client | None = None
+        """The connection that publishes to the streams (``nc`` unless BATON_NATS_PUBLISHER_*)."""
         self.service: BatonService | None = None
         self.relay: ProgressRelay | None = None
         self.scheduler: TriggerScheduler | None = None
@@ -206,7 +229,20 @@ class Baton:
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
         )
-        js = nc.jetstream()
+        publisher = publisher_settings(settings)
+        if publisher is not None:
+            # Streams on a connection of their own: the service's connection only answers.
+            await _check_credentials(publisher)
+            self.publisher_nc = await nats.connect(
+                **{**connect_options(publisher), "name": "baton-publisher"},
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        else:
+            self.publisher_nc = nc
+        _warn_about_trust(settings, publisher)
+        js = self.publisher_nc.jetstream()
         policy = StreamPolicy.from_settings(settings)
         await ensure_streams(js, settings.subject_prefix, policy)
         secret = await self._in_thread(_creating_tables, lambda: deployment_secret(app.recorder))
@@ -341,6 +377,13 @@ class Baton:
             except Exception as error:
                 log.warning("NATS drain failed: %r", error)
                 await self._stage("closing the NATS connection", self.nc.close())
+        publisher_nc = self.publisher_nc
+        if publisher_nc is not None and publisher_nc is not self.nc and not publisher_nc.is_closed:
+            try:
+                await publisher_nc.drain()
+            except Exception as error:
+                log.warning("NATS drain failed (publisher): %r", error)
+                await self._stage("closing the publisher's connection", publisher_nc.close())
         self.executor.shutdown(wait=True)
         for closeable in (self.projections, self.app):
             close = getattr(closeable, "close", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -60,6 +60,16 @@ class Settings:
 
     nats_tls_ca: str | None = None
     """``BATON_NATS_TLS_CA``: a CA bundle to verify the NATS server's TLS certificate."""
+
+    nats_publisher_user: str | None = None
+    """``BATON_NATS_PUBLISHER_USER`` / ``BATON_NATS_PUBLISHER_PASSWORD``: when set (or
+    ``BATON_NATS_PUBLISHER_CREDS``), Baton publishes to its streams, and manages them, on a second
+    connection with these credentials; the service's own connection then needs no right to
+    publish there, only to answer requests (``allow_responses``). See README, Securing NATS."""
+
+    nats_publisher_password: str | None = None
+    nats_publisher_creds: str | None = None
+    """``BATON_NATS_PUBLISHER_CREDS``: a credentials file for that second connection."""
 
     stream_replicas: int = 1
     """``BATON_STREAM_REPLICAS``: copies JetStream keeps of each Baton stream (1, 3 or 5 in a
@@ -120,6 +130,9 @@ class Settings:
             nats_creds=env.get("BATON_NATS_CREDS") or None,
             nats_nkey_seed=env.get("BATON_NATS_NKEY_SEED") or None,
             nats_tls_ca=env.get("BATON_NATS_TLS_CA") or None,
+            nats_publisher_user=env.get("BATON_NATS_PUBLISHER_USER") or None,
+            nats_publisher_password=env.get("BATON_NATS_PUBLISHER_PASSWORD") or None,
+            nats_publisher_creds=env.get("BATON_NATS_PUBLISHER_CREDS") or None,
             ui_addr=env.get("BATON_UI_ADDR", "127.0.0.1:8600").strip() or None,
             metrics_addr=(env.get("BATON_METRICS_ADDR") or "").strip() or None,
             stream_replicas=_integer(env, "BATON_STREAM_REPLICAS", 1, minimum=1),
@@ -200,6 +213,28 @@ def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ..
     if raw not in choices:
         raise SettingError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
     return raw
+
+
+def has_nats_credentials(settings: Settings) -> bool:
+    """Whether Settings name any NATS credentials (user, token, credentials file or nkey)."""
+    return any(
+        (settings.nats_user, settings.nats_token, settings.nats_creds, settings.nats_nkey_seed)
+    )
+
+
+def publisher_settings(settings: Settings) -> Settings | None:
+    """The settings of the connection that publishes to the streams, when it is a separate one
+    (``BATON_NATS_PUBLISHER_*``): the same servers and TLS, its own credentials."""
+    if settings.nats_publisher_user is None and settings.nats_publisher_creds is None:
+        return None
+    return replace(
+        settings,
+        nats_user=settings.nats_publisher_user,
+        nats_password=settings.nats_publisher_password,
+        nats_token=None,
+        nats_creds=settings.nats_publisher_creds,
+        nats_nkey_seed=None,
+    )
 
 
 def nats_credentials(settings: Settings) -> dict[str, Any]:
