@@ -125,7 +125,7 @@ def _warn_about_trust(settings: Settings, publisher: Settings | None) -> None:
         log.warning(
             "NATS without credentials: any client of this server may publish on %s.progress.> "
             "and %s.trigger.> (forged progress and triggers) and manage Baton's streams; for "
-            "production use a NATS configuration with permissions (README, Securing NATS: "
+            "production use a NATS configuration with permissions (README, Securing NATS; "
             "docs/nats-secure.conf)",
             prefix,
             prefix,
