@@ -7,11 +7,20 @@
 
 Replies are the contract's JSON as dicts. An error reply raises BatonRequestError with the
 contract's code, reason, message and details; no service answering raises BatonUnavailable.
+
+Timeouts agree with the service's: every command carries a ``Nats-Msg-Id`` (the caller's
+``msg_id``, else its ``command_id``, else one made up here), and a command that gets no reply in
+time is sent again with the same id (``retries`` times), so a command that was applied but
+whose reply was lost is answered from the service's record instead of being reported as failed
+or applied twice. A command that may wait on the planner (a create or replan without a plan, a
+next with ``replan``) waits ``planning_timeout``, longer than the service's planner timeout.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, cast
 
@@ -21,6 +30,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel
 
+from baton.adapters import contract
 from baton.adapters.config import nats_servers
 from baton.adapters.contract import subject_of
 from baton.adapters.messages import ERROR_CODE_HEADER, ERROR_HEADER, MSG_ID_HEADER, encode
@@ -39,20 +49,48 @@ class BatonRequestError(Exception):
 
 
 class BatonUnavailable(BatonRequestError):
-    """No Baton service answered (no responders, or no reply in time).
+    """No Baton service answered (no responders, or no reply in time, after the retries).
 
     After a timeout a command may or may not have been applied: repeat it with the same
-    ``msg_id`` to find out safely.
+    ``msg_id`` (``details["msg_id"]``) to find out safely.
     """
 
 
-class BatonClient:
-    """Sends requests to the Baton service under ``prefix``; ``timeout`` is per request (s)."""
+#: The service's default planner timeout (``BATON_PLANNER_TIMEOUT_S``), and how much longer a
+#: command that may wait on the planner waits for its reply by default.
+PLANNER_TIMEOUT_S = 60.0
+PLANNING_MARGIN_S = 15.0
 
-    def __init__(self, nc: Client, prefix: str = "baton", timeout: float = 10.0) -> None:
+
+def new_msg_id() -> str:
+    """A fresh idempotency key for a command sent without one."""
+    return f"c-{uuid.uuid4().hex}"
+
+
+class BatonClient:
+    """Sends requests to the Baton service under ``prefix``.
+
+    ``timeout`` is each attempt's wait for a reply (s); ``planning_timeout`` that of a command
+    that may wait on the planner (default: the planner timeout plus a margin); a request that
+    times out is sent ``retries`` more times, a command with the same ``Nats-Msg-Id``."""
+
+    def __init__(
+        self,
+        nc: Client,
+        prefix: str = "baton",
+        timeout: float = 10.0,
+        *,
+        planning_timeout: float | None = None,
+        retries: int = 2,
+    ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.timeout = timeout
+        self.planning_timeout = max(
+            timeout,
+            PLANNER_TIMEOUT_S + PLANNING_MARGIN_S if planning_timeout is None else planning_timeout,
+        )
+        self.retries = retries
         self._owns_connection = False
 
     @classmethod
@@ -62,12 +100,14 @@ class BatonClient:
         *,
         prefix: str = "baton",
         timeout: float = 10.0,
+        planning_timeout: float | None = None,
+        retries: int = 2,
         **options: Any,
     ) -> BatonClient:
         """Opens a NATS connection (closed by ``close()``); ``options`` go to ``nats.connect``.
         ``url`` may name several servers, comma-separated."""
         nc = await nats.connect(nats_servers(url), **options)
-        client = cls(nc, prefix, timeout)
+        client = cls(nc, prefix, timeout, planning_timeout=planning_timeout, retries=retries)
         client._owns_connection = True
         return client
 
@@ -97,8 +137,8 @@ class BatonClient:
         timeout: float | None = None,
     ) -> Any:
         """Sends ``payload`` (None values left out) to ``<prefix>.<subject>``; the decoded reply."""
-        body = encode({k: v for k, v in payload.items() if v is not None})
-        return await self.request_raw(subject, body, msg_id=msg_id, timeout=timeout)
+        sent = {k: v for k, v in payload.items() if v is not None}
+        return await self._send(subject, encode(sent), sent, msg_id, None, timeout)
 
     async def request_raw(
         self,
@@ -110,26 +150,58 @@ class BatonClient:
         timeout: float | None = None,
     ) -> Any:
         """Sends ``body`` as it is (for tests of malformed requests); the decoded reply."""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        fields = payload if isinstance(payload, dict) else {}
+        return await self._send(subject, body, fields, msg_id, headers, timeout)
+
+    def timeout_for(self, subject: str, payload: Mapping[str, Any]) -> float:
+        """How long one attempt of this request waits for its reply by default."""
+        if contract.waits_on_planner(subject, payload):
+            return self.planning_timeout
+        return self.timeout
+
+    async def _send(
+        self,
+        subject: str,
+        body: bytes,
+        payload: Mapping[str, Any],
+        msg_id: str | None,
+        headers: dict[str, str] | None,
+        timeout: float | None,
+    ) -> Any:
         sent = dict(headers or {})
         if msg_id is not None:
             sent[MSG_ID_HEADER] = msg_id
+        row = contract.BY_NAME.get(subject)
+        is_command = row is not None and row.kind == "command"
+        # Every command carries an id; the body's command_id is one (the header would win).
+        if is_command and MSG_ID_HEADER not in sent and payload.get("command_id") is None:
+            sent[MSG_ID_HEADER] = new_msg_id()
         full = f"{self.prefix}.{subject}"
-        wait = self.timeout if timeout is None else timeout
-        try:
-            msg = await self.nc.request(
-                full,
-                body,
-                timeout=wait,
-                headers=sent or None,
-            )
-        except NoRespondersError:
-            raise BatonUnavailable(
-                503, "no_responders", f"no Baton service answers on {full}"
-            ) from None
-        except NatsTimeoutError:
-            raise BatonUnavailable(
-                503, "timeout", f"no reply on {full} within {wait:g} s"
-            ) from None
+        wait = self.timeout_for(subject, payload) if timeout is None else timeout
+        attempts = 1 + max(0, self.retries)
+        for attempt in range(1, attempts + 1):
+            try:
+                msg = await self.nc.request(full, body, timeout=wait, headers=sent or None)
+                break
+            except NoRespondersError:
+                raise BatonUnavailable(
+                    503, "no_responders", f"no Baton service answers on {full}"
+                ) from None
+            except NatsTimeoutError:
+                if attempt < attempts:
+                    continue  # again, with the same Nats-Msg-Id: applied at most once
+                sent_id = sent.get(MSG_ID_HEADER) or payload.get("command_id")
+                tried = f"{attempts} attempts of {wait:g} s" if attempts > 1 else f"{wait:g} s"
+                raise BatonUnavailable(
+                    503,
+                    "timeout",
+                    f"no reply on {full} within {tried}",
+                    {"msg_id": sent_id} if sent_id else None,
+                ) from None
         received = msg.headers or {}
         if ERROR_CODE_HEADER in received:
             raise _error_from(received, msg.data)

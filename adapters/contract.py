@@ -15,9 +15,9 @@ that answers it. Every consumer reads this table and declares no subject of its 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel
 
@@ -142,6 +142,17 @@ def commands() -> Iterator[Subject]:
 def queries() -> Iterator[Subject]:
     """The query rows, in table order."""
     return (s for s in SERVED if s.kind == "query")
+
+
+def waits_on_planner(subject: str, payload: Mapping[str, Any]) -> bool:
+    """Whether this request may make the service ask the planner (up to its
+    ``BATON_PLANNER_TIMEOUT_S``) before it replies: a create without a plan, a replan without
+    one, a next with ``replan`` and no plan."""
+    if payload.get("plan") is not None:
+        return False
+    if subject in ("task.create", "task.replan"):
+        return True
+    return subject == "task.next" and bool(payload.get("replan"))
 
 
 def subject_of(request: type[BaseModel]) -> str:

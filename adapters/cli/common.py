@@ -141,7 +141,15 @@ async def connect(
         # these options at each attempt; the first connect above kept them short to fail fast.
         nc.options["max_reconnect_attempts"] = RECONNECT_ATTEMPTS
         nc.options["reconnect_time_wait"] = RECONNECT_WAIT_S
-    return BatonClient(nc, settings.subject_prefix, timeout=args.request_timeout)
+    from baton.adapters.client import PLANNING_MARGIN_S
+
+    return BatonClient(
+        nc,
+        settings.subject_prefix,
+        timeout=args.request_timeout,
+        # A create or replan that waits on the planner outlives the service's planner timeout.
+        planning_timeout=settings.planner_timeout_s + PLANNING_MARGIN_S,
+    )
 
 
 def run_async(
@@ -173,8 +181,14 @@ def run_async(
         if error.details is not None:
             body_json["error"]["details"] = error.details
         text = render.error_line(error.code, error.reason, error.message)
-        if error.reason in ("no_responders", "timeout"):
+        if error.reason == "no_responders":
             text += "; is `baton serve` running?"
+        elif error.reason == "timeout":
+            sent = error.details.get("msg_id") if isinstance(error.details, dict) else None
+            if sent:
+                text += f"; it may have been applied: repeat it with --id {sent} to find out"
+            else:
+                text += "; is `baton serve` running?"
         raise CliError(
             text, EXIT_USAGE if 400 <= error.code < 500 else EXIT_SERVER, body_json
         ) from None
