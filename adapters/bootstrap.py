@@ -308,6 +308,8 @@ class Baton:
     async def _on_reconnected(self) -> None:
         where = self.nc.connected_url if self.nc is not None else None
         log.info("NATS: reconnected to %s", where.netloc if where is not None else "?")
+        if self.service is not None:  # another server of a cluster may carry less
+            self.service.learn_message_limit()
         # Publication resumes by itself; nudge it so it does not wait for its next poll.
         for publisher in (self.relay, self.scheduler):
             if publisher is not None:

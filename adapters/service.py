@@ -21,7 +21,7 @@ import importlib.metadata
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 from nats.micro.request import Request
 from nats.micro.service import Service
@@ -232,7 +233,8 @@ class BatonService:
             metadata={"prefix": self.prefix},
         )
         self.service = service
-        self._tell_app_the_message_limit()
+        self._guard_verbs(service)
+        self.learn_message_limit()
         self.committer.start()
         for row in contract.SERVED:
             await service.add_endpoint(
@@ -263,8 +265,9 @@ class BatonService:
         """The largest message the NATS server carries (``max_payload`` from its INFO)."""
         return int(self.nc.max_payload)
 
-    def _tell_app_the_message_limit(self) -> None:
-        """Lets the application refuse (413) a command whose events or reply would not fit."""
+    def learn_message_limit(self) -> None:
+        """Lets the application refuse (413) a command whose events or reply would not fit;
+        called at start and after each reconnection (the server's limit may differ)."""
         if hasattr(self.app, "max_message_bytes"):
             self.app.max_message_bytes = self.max_message_bytes
 
@@ -334,6 +337,24 @@ class BatonService:
                     (time.perf_counter_ns() - started) / 1e6,
                     "" if failed is None else f" with error {failed.code}",
                 )
+
+    def _guard_verbs(self, service: Service) -> None:
+        """The same refusal for ``$SRV.PING|INFO|STATS``, which nats.micro answers itself: their
+        handlers are wrapped where the subscriptions call them."""
+        for sub in service._subscriptions.values():
+            handler = sub._cb
+            if handler is not None:
+                sub._cb = partial(self._verb, handler)
+
+    async def _verb(self, handler: Callable[[Msg], Awaitable[None]], msg: Msg) -> None:
+        why = self.foreign_reply(msg.reply)
+        if why is None:
+            await handler(msg)
+            return
+        self.refused += 1
+        log.warning(
+            "%s: refused a request whose reply subject %r is %s", msg.subject, msg.reply[:100], why
+        )
 
     def foreign_reply(self, reply: str) -> str | None:
         """Why Baton must not send a reply to ``reply`` (None when it may): a subject under

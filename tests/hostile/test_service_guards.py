@@ -248,3 +248,32 @@ async def test_a_reply_subject_under_batons_prefix_or_a_system_subject_is_never_
 
 async def _is(value: int, expected: int) -> bool:
     return value == expected
+
+
+@pytest.mark.parametrize("verb", ["PING", "INFO", "STATS"])
+async def test_the_srv_verbs_never_answer_into_batons_streams_either(
+    baton: Running, nats_url: str, verb: str
+) -> None:
+    reply = f"{baton.prefix}.trigger.s1"
+    spy = await nats.connect(nats_url)
+    seen: list[Msg] = []
+
+    async def record(msg: Msg) -> None:
+        seen.append(msg)
+
+    await spy.subscribe(reply, cb=record)
+    await flush_subscriptions(spy)
+    service = baton.baton.service
+    assert service is not None
+    refused = service.refused
+    try:
+        # Every Baton on the server gets it; this test's is the one under the spy's prefix.
+        await baton.nc.publish(f"$SRV.{verb}.baton", b"", reply=reply)
+        await wait_for(lambda: _is(service.refused, refused + 1), timeout=10)
+        await spy.flush()
+    finally:
+        await spy.close()
+    assert seen == []
+    # Asked properly, the verb still answers.
+    msg = await baton.nc.request(f"$SRV.{verb}.baton", b"", timeout=5)
+    assert json.loads(msg.data)["name"] == "baton"
