@@ -45,6 +45,7 @@ from baton.adapters.messages import (
 )
 from baton.adapters.metrics import ServiceMetrics
 from baton.adapters.planner import NatsPlanner
+from baton.adapters.subscriptions import flush_subscriptions
 from baton.domain import commands as c
 from baton.domain.errors import (
     BatonError,
@@ -92,23 +93,6 @@ class Queries(Protocol):
     def queue(self, session_id: str | None, limit: int) -> dict[str, Any]: ...
 
     def history(self, task_id: str, version: int | None = None) -> dict[str, Any]: ...
-
-
-async def flush_subscriptions(nc: Client, timeout: float = 10.0) -> None:
-    """Returns once the server holds every subscription made so far on ``nc``.
-
-    ``nc.flush()`` alone does not promise that: nats-py writes its PING straight to the socket,
-    ahead of the SUB lines still queued for its flusher task, so the PONG can come back before
-    the last subscriptions are registered, and a request sent right then from another
-    connection meets "no responders". Waiting for the queue to empty first puts the PING after
-    them.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while nc.pending_data_size > 0 and nc.is_connected:
-        if asyncio.get_running_loop().time() > deadline:
-            break  # flush() below times out and says so
-        await asyncio.sleep(0.001)
-    await nc.flush(timeout=max(1, int(timeout)))
 
 
 class GroupCommitter:

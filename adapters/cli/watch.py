@@ -30,6 +30,7 @@ from baton.adapters.cli.common import (
     Output,
     run_async,
 )
+from baton.adapters.subscriptions import flush_subscriptions
 
 if TYPE_CHECKING:
     from baton.adapters.client import BatonClient
@@ -208,7 +209,9 @@ class Watcher:
                         "dim",
                     )
                 )
-        await nc.flush()  # the subscriptions are in place before the first line shows
+        # The subscriptions are in place before the first line shows (nc.flush() alone may
+        # PING ahead of SUBs still queued: see subscriptions.flush_subscriptions).
+        await flush_subscriptions(nc)
         deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 
 from baton.adapters.client import BatonClient
 from baton.adapters.natsserver import find_nats_server, free_port, nats_answers
-from baton.adapters.service import flush_subscriptions
+from baton.adapters.subscriptions import flush_subscriptions
 from tests.faults.support import ServiceProcess, new_prefix
 from tests.integration.nats_support import wait_for
 

@@ -21,7 +21,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from baton.adapters.planner import NatsPlanner
-from baton.adapters.service import BatonService, flush_subscriptions
+from baton.adapters.service import BatonService
+from baton.adapters.subscriptions import flush_subscriptions
 from baton.domain import commands as c
 from baton.domain.limits import MAX_ID
 from tests.integration.nats_support import (

@@ -20,7 +20,7 @@ from nats.micro.request import Request
 from baton.adapters.bootstrap import Baton
 from baton.adapters.client import BatonClient
 from baton.adapters.config import Settings
-from baton.adapters.service import flush_subscriptions
+from baton.adapters.subscriptions import flush_subscriptions
 from baton.domain.services import BatonApp
 
 
