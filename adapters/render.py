@@ -150,13 +150,16 @@ def task_status(status: str, style: Style) -> str:
 
 
 def step_state(step: Mapping[str, Any], style: Style) -> str:
-    """``completed``, ``current``, ``pending (ready)`` / ``pending (blocked)``..., coloured."""
+    """``completed``, ``current``; a pending step as ``ready``, ``blocked`` (by a step it depends
+    on) or ``waiting`` (on nothing but its task, e.g. a queued one), coloured."""
     status = str(step.get("status", "?"))
     text = status
     colour = STEP_COLOURS.get(status, "")
     if status == "pending":
         if step.get("ready"):
             text, colour = "ready", "yellow"
+        elif step.get("blocked") is False:  # nothing it depends on is left: its task waits
+            text, colour = "waiting", "dim"
         else:
             text, colour = "blocked", "dim"
     return style.paint(text, colour)

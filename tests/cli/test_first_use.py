@@ -239,7 +239,18 @@ def test_projections_status_outside_a_data_directory_says_so_and_creates_nothing
     assert list(tmp_path.iterdir()) == []
 
 
-# -- 16: context on show; error texts -------------------------------------------------------------
+# -- 16: a queued task's first step; context on show; error texts ---------------------------
+
+
+def test_the_first_step_of_a_queued_task_is_waiting_not_blocked(service: Service) -> None:
+    session = f"queued{uuid.uuid4().hex[:6]}"
+    service.api("create_task", task_name="first", session_id=session, plan=plan("a"))
+    queued = service.api("create_task", task_name="second", session_id=session, plan=plan("x", "y"))
+    lines = service.run("show", queued["task_id"]).stdout.splitlines()
+    assert "queued" in lines[0]
+    step_x = next(line for line in lines if " x " in line)
+    step_y = next(line for line in lines if " y " in line)
+    assert step_x.endswith("waiting") and step_y.endswith("blocked"), lines
 
 
 def test_show_displays_the_task_context_and_each_steps_own_context(service: Service) -> None:
