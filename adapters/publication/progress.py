@@ -41,6 +41,9 @@ log = logging.getLogger("baton.adapters.publication")
 #: the server counts headers and payload against ``max_payload``, the client only the payload.
 HEADER_ROOM = 512
 
+#: How often a round of publications looks whether its connection was replaced meanwhile.
+ROUND_CHECK_S = 0.1
+
 #: nats-server's default ``max_payload``, for a connection that has not said otherwise.
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
@@ -284,7 +287,7 @@ class ProgressRelay(Pump):
             if not sent:
                 break
             try:
-                _, late = await asyncio.wait([f for _, f in sent], timeout=self.publish_timeout)
+                late = await self._acknowledged([f for _, f in sent])
             except asyncio.CancelledError:
                 for _, pending in sent:
                     pending.cancel()
@@ -307,6 +310,26 @@ class ProgressRelay(Pump):
                     going.append(chain)
             index += 1
         self._fail_on(errors, f"of {len(chains)} tasks not fully published")
+
+    async def _acknowledged(self, futures: list[asyncio.Future[Any]]) -> set[asyncio.Future[Any]]:
+        """Waits for the acknowledgements of a round; returns the futures still without one
+        after ``publish_timeout``, or as soon as the connection was re-established (the acks of
+        messages sent on the lost connection never come: no use waiting out the timeout; the
+        next pump republishes them, and JetStream drops any it had stored as duplicates)."""
+        nc = getattr(self.js, "_nc", None)
+        stats = getattr(nc, "stats", None)
+        reconnects = stats.get("reconnects") if isinstance(stats, dict) else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        pending = set(futures)
+        while pending:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, ROUND_CHECK_S))
+            if reconnects is not None and stats is not None and stats["reconnects"] != reconnects:
+                break
+        return pending
 
     async def _send(self, item: Outgoing) -> asyncio.Future[Any]:
         """Publishes one event; the future resolves to JetStream's acknowledgement. An event

@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import nats.js.errors
 from eventsourcing.persistence import IntegrityError
 
 from baton.adapters.publication.progress import HEADER_ROOM, max_payload_of
@@ -69,6 +71,20 @@ def fitting_trigger(trigger: dict[str, Any], limit: int) -> bytes:
     return encode(slim)
 
 
+#: JetStream's per-subject optimistic concurrency header: the message is stored only if the
+#: subject's last message in the stream has this sequence (0: none). Each trigger is published
+#: with the sequence the session's subject had when the scheduler decided to publish it, so a
+#: trigger whose publication was delayed (a slow instance, or a message buffered in the client
+#: across a reconnection and flushed seconds later) can never land after a newer trigger of the
+#: session that another instance published meanwhile: the stream refuses it (``stale``), and
+#: the next look at the projections decides again (a replaced trigger is no longer due).
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+#: JetStream's error code for a wrong expected last (subject) sequence.
+WRONG_LAST_SEQUENCE = 10071
+#: Sessions whose last trigger sequence the scheduler remembers (saves a look-up per trigger).
+LAST_SEQ_CACHE = 10_000
+
+
 class TriggerScheduler(Pump):
     """Publishes each trigger when its ``fire_at`` comes to ``<prefix>.trigger.<session_id>``."""
 
@@ -108,6 +124,11 @@ class TriggerScheduler(Pump):
         """Triggers JetStream stored for this scheduler (since it was made)."""
         self.duplicates = 0
         """Triggers JetStream had already (published before a crash, not yet marked)."""
+        self.stale = 0
+        """Publications the stream refused because the session's subject moved on meanwhile
+        (another instance published a newer trigger): looked at again at once."""
+        self._last_seq: OrderedDict[str, int] = OrderedDict()
+        """Subject -> the stream sequence of its last message, as this scheduler last saw it."""
 
     def _due(self) -> list[dict[str, Any]]:
         # IntegrityError: someone else caught the projections up meanwhile; they are fresh.
@@ -124,10 +145,21 @@ class TriggerScheduler(Pump):
         if self._streams_missing:
             await ensure_streams(self.js, self.prefix, self.policy)
             self._streams_missing = False
+        unknown = {self._subject(t) for t in due} - self._last_seq.keys()
+        if unknown:
+            # The sequences are read first, the decision taken after: a newer trigger stored
+            # before the read means the older one was withdrawn before it, so it is no longer
+            # due in the second look; one stored after the read makes the stream refuse it.
+            seqs = await asyncio.gather(*(self._read_last_seq(s) for s in unknown))
+            for subject, seq in zip(unknown, seqs, strict=True):
+                self._remember(subject, seq)
+            due = await self._in_thread(self._due)
         results = await asyncio.gather(*(self._publish(t) for t in due), return_exceptions=True)
-        acked = [t["trigger_id"] for t, r in zip(due, results, strict=True) if r is None]
+        acked = [t["trigger_id"] for t, r in zip(due, results, strict=True) if r is True]
         if acked:
             await self._in_thread(self._mark, acked)
+        if any(r is False for r in results):
+            self.wake()  # look again now: withdrawn by now, or due on a fresh sequence
         errors = [r for r in results if isinstance(r, BaseException)]
         self._fail_on(errors, f"of {len(due)} triggers not published")
         return len(acked)
@@ -143,17 +175,52 @@ class TriggerScheduler(Pump):
         for trigger_id in trigger_ids:
             self.projections.mark_trigger_published(trigger_id)
 
-    async def _publish(self, trigger: dict[str, Any]) -> None:
-        ack = await self.js.publish(
-            f"{self.prefix}.trigger.{trigger['session_id']}",
-            fitting_trigger(trigger, self.max_payload() - HEADER_ROOM),
-            timeout=self.publish_timeout,
-            headers={MSG_ID: self.ids(trigger["trigger_id"])},
-        )
-        if ack.duplicate:
+    async def _publish(self, trigger: dict[str, Any]) -> bool:
+        """Publishes one trigger; True once JetStream acknowledged it, False when the stream
+        refused it as stale (see ``EXPECTED_LAST``)."""
+        subject = self._subject(trigger)
+        last = self._last_seq.get(subject)
+        if last is None:  # forgotten since the look (a full cache): decide on the next pump
+            self.wake()
+            return False
+        try:
+            ack = await self.js.publish(
+                subject,
+                fitting_trigger(trigger, self.max_payload() - HEADER_ROOM),
+                timeout=self.publish_timeout,
+                headers={MSG_ID: self.ids(trigger["trigger_id"]), EXPECTED_LAST: str(last)},
+            )
+        except nats.js.errors.BadRequestError as refused:
+            self._last_seq.pop(subject, None)
+            if refused.err_code == WRONG_LAST_SEQUENCE:
+                self.stale += 1
+                return False
+            raise
+        if ack.duplicate:  # stored long ago: its sequence says nothing of the subject's last
+            self._last_seq.pop(subject, None)
             self.duplicates += 1
         else:
+            self._remember(subject, ack.seq)
             self.published += 1
+        return True
+
+    def _subject(self, trigger: dict[str, Any]) -> str:
+        return f"{self.prefix}.trigger.{trigger['session_id']}"
+
+    async def _read_last_seq(self, subject: str) -> int:
+        try:
+            msg = await self.js.get_last_msg(self.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return 0  # nothing on the subject (never, or removed by age or consumption)
+        return int(msg.seq)
+
+    def _remember(self, subject: str, seq: int | None) -> None:
+        if seq is None:
+            return
+        self._last_seq[subject] = seq
+        self._last_seq.move_to_end(subject)
+        while len(self._last_seq) > LAST_SEQ_CACHE:
+            self._last_seq.popitem(last=False)
 
     async def _idle_timeout(self) -> float:
         try:

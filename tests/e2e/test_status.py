@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from baton.adapters.client import BatonClient, BatonRequestError
+from baton.adapters.natsserver import free_port
 from tests.integration.nats_support import new_prefix, plan
 from tests.processes import ServiceProcess
 
@@ -47,8 +48,9 @@ async def test_status_lists_every_instance_with_its_lag_and_backlogs(
                     await client.start_task(task_id="no-such-task")
         await asyncio.sleep(1.5)  # one sample of the figures after the load
 
+        dead = f"nats://127.0.0.1:{free_port('127.0.0.1')}"  # a cluster node that is down
         done = await asyncio.to_thread(
-            baton_cli, "status", "--json", "--nats", nats_url, "--prefix", prefix
+            baton_cli, "status", "--json", "--nats", f"{dead},{nats_url}", "--prefix", prefix
         )
         assert done.returncode == 0, done.stderr
         listed = json.loads(done.stdout)

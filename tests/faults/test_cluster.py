@@ -111,6 +111,16 @@ async def leader_of(js: Any, stream: str, timeout: float = 60.0, exclude: str = 
         await asyncio.sleep(0.2)
 
 
+async def observer(node: EmbeddedNatsServer) -> Any:
+    """JetStream on a connection of its own to ``node`` only."""
+    nc = await nats.connect(node.url, allow_reconnect=False, error_cb=quiet)
+    observers.append(nc)
+    return nc.jetstream()
+
+
+observers: list[Any] = []
+
+
 async def stream_grows(js: Any, stream: str, beyond: int, timeout: float = 60.0) -> None:
     """Waits until ``stream`` holds more than ``beyond`` messages (publication resumed)."""
     deadline = time.monotonic() + timeout
@@ -169,7 +179,9 @@ def triggers_in_order(
     for task_id, ids in published.items():
         order = scheduled[task_id]
         positions = [order.index(t) for t in ids]
-        assert positions == sorted(positions), f"triggers of {task_id} out of order"
+        assert positions == sorted(positions), (
+            f"triggers of {task_id} out of order: published {ids}, scheduled {order}"
+        )
 
 
 async def test_a_cluster_loses_the_stream_leader_then_an_instance_node_and_nothing_is_lost(
@@ -180,6 +192,7 @@ async def test_a_cluster_loses_the_stream_leader_then_an_instance_node_and_nothi
     figures: dict[str, Any] = {}
     with nats_cluster(tmp_path / "nats") as nodes:
         by_name = {n.server_name: n for n in nodes}
+        by_address = {n.url[len("nats://") :]: n for n in nodes}
         await jetstream_ready(urls(nodes, 0))
         env = {"BATON_POSTGRES_URL": postgres_db["url"], "BATON_STREAM_REPLICAS": "3"}
         instances = [
@@ -222,6 +235,9 @@ async def test_a_cluster_loses_the_stream_leader_then_an_instance_node_and_nothi
                 leader = await leader_of(js, progress_stream)
                 seen = await served_by(admin.nc, prefix)
                 stored = (await js.stream_info(progress_stream)).state.messages
+                # Watched from a node that stays up (a request in flight to a killed node would
+                # only time out, and measure the watcher rather than Baton).
+                watch = await observer(next(n for n in nodes if n.server_name != leader))
                 killed_at = time.monotonic()
                 by_name[leader].kill()
 
@@ -231,8 +247,8 @@ async def test_a_cluster_loses_the_stream_leader_then_an_instance_node_and_nothi
 
                 served, elected, published = await asyncio.gather(
                     since_kill(wait_served(loads, 20)),
-                    since_kill(leader_of(js, progress_stream, exclude=leader)),
-                    since_kill(stream_grows(js, progress_stream, stored)),
+                    since_kill(leader_of(watch, progress_stream, exclude=leader)),
+                    since_kill(stream_grows(watch, progress_stream, stored)),
                 )
                 figures["served_again_after_leader_loss_s"] = served
                 figures["new_leader_after_s"] = elected
@@ -248,16 +264,26 @@ async def test_a_cluster_loses_the_stream_leader_then_an_instance_node_and_nothi
                 for stream in (progress_stream, trigger_stream):
                     await replicas_current(js, stream)
 
-                # Fault 2: the node the first instance is connected to.
+                # Fault 2: the node an instance is connected to; one that does not lead the
+                # progress stream when there is one, so this fault is the loss of a connection
+                # (the first was the loss of a leader).
                 seen = await served_by(admin.nc, prefix)
-                first = next(iter(sorted(seen.values(), key=lambda e: e["figures"]["nats_server"])))
-                target = next(n for n in nodes if n.url[7:] == first["figures"]["nats_server"])
+                leader = await leader_of(js, progress_stream)
+                candidates = sorted(
+                    seen.values(),
+                    key=lambda e: (by_address[e["figures"]["nats_server"]].server_name == leader,
+                                   e["figures"]["nats_server"]),
+                )  # fmt: skip
+                first = candidates[0]
+                target = by_address[first["figures"]["nats_server"]]
+                figures["instance_node_led_the_stream"] = target.server_name == leader
                 stored = (await js.stream_info(progress_stream)).state.messages
+                watch = await observer(next(n for n in nodes if n.running and n is not target))
                 killed_at = time.monotonic()
                 target.kill()
                 served, published = await asyncio.gather(
                     since_kill(wait_served(loads, 20)),
-                    since_kill(stream_grows(js, progress_stream, stored)),
+                    since_kill(stream_grows(watch, progress_stream, stored)),
                 )
                 figures["served_again_after_instance_node_loss_s"] = served
                 figures["progress_published_again_after_instance_node_loss_s"] = published
@@ -299,6 +325,8 @@ async def test_a_cluster_loses_the_stream_leader_then_an_instance_node_and_nothi
         finally:
             for client in clients:
                 await client.close()
+            while observers:
+                await observers.pop().close()
             for instance in instances:
                 if instance.alive:
                     await asyncio.to_thread(instance.terminate)
