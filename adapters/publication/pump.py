@@ -50,7 +50,10 @@ class Pump:
 
     poll_interval: float = 0.1
     min_backoff: float = 0.1
-    max_backoff: float = 2.0
+    max_backoff: float = 1.0
+    """The longest wait between two failed pumps. It bounds how long publication lags behind
+    NATS coming back: a JetStream cluster electing a new stream leader answers "no responders"
+    for a few seconds, and the first pump after the election publishes the backlog."""
     min_interval: float = 0.0
     """The shortest time between the starts of two pumps: under load, wake-ups (one per
     command) are coalesced and each pump handles a bigger batch, for less fixed cost each."""
