@@ -11,5 +11,7 @@ for the names, and each module's docstring for what it measures and against what
 - ``scale`` (4): command and query cost, and service memory, from 1,000 to 100,000 tasks;
 - ``longtask`` (5): a task with 10,000 events vs a fresh one;
 - ``postgres`` (6): benchmark 1 on PostgreSQL;
+- ``plansize`` (7): per-step cost at 100 and 1,000 steps, in process and over NATS, vs seed
+  004's in-memory TaskQueue on the same ladder plan;
 - ``profile``: py-spy on the service at 100 in flight, summarised by own and inclusive time.
 """

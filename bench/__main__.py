@@ -1,10 +1,11 @@
 """``python -m bench [NAME ...] [--quick]``: runs the benchmarks (all of them by default).
 
 Names (or numbers): baselines, commands (1), transitions (2), rebuild (3), scale (4),
-longtask (5), postgres (6), profile. The peers and profilers of ``bench/requirements-peers.txt``
-are installed into this interpreter on first use; a peer whose install fails is skipped with
-the reason. Figures are noisy on a busy machine: each ratio compares with a baseline measured
-in the same run.
+longtask (5), postgres (6), plansize (7), profile. The peers and profilers of
+``bench/requirements-peers.txt`` are installed into this interpreter on first use, and the wheel
+of seed 004's TaskQueue is unzipped into the virtualenv (``bench/taskqueue.py``); a peer whose
+install fails is skipped with the reason. Figures are noisy on a busy machine: each ratio
+compares with a baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -34,15 +35,23 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "scale": ("4", "bench.scale"),
     "longtask": ("5", "bench.longtask"),
     "postgres": ("6", "bench.postgres"),
+    "plansize": ("7", "bench.plansize"),
     "profile": ("p", "bench.profile"),
 }
-NEEDS_PEERS = {"transitions", "profile"}
+NEEDS_PEERS = {"transitions", "plansize", "profile"}
 
 
 def _peers_missing() -> list[str]:
     missing = [
         module
-        for module in ("langgraph", "langgraph.checkpoint.sqlite", "dbos", "pyinstrument")
+        for module in (
+            "langgraph",
+            "langgraph.checkpoint.sqlite",
+            "dbos",
+            "pyinstrument",
+            "loguru",
+            "rich",
+        )
         if _find(module) is None
     ]
     if not (Path(sys.executable).parent / "py-spy").exists() and shutil.which("py-spy") is None:
@@ -58,6 +67,15 @@ def _find(module: str) -> Any:
 
 
 def ensure_peers() -> None:
+    _ensure_requirements()
+    from bench import taskqueue
+
+    reason = taskqueue.ensure()  # the wheel of seed 004's queue, unzipped into the venv
+    if reason is not None:
+        print(f"  seed 004's TaskQueue will be skipped: {reason}")
+
+
+def _ensure_requirements() -> None:
     missing = _peers_missing()
     if not missing:
         return

@@ -6,18 +6,23 @@ a fresh PostgreSQL database for benchmark 6). The load generator drives plans of
 steps through ``BatonClient``: create, start, next x 10 (12 commands a plan), with N requests in
 flight. The baseline is a bare ``nats.micro`` echo endpoint, also in its own process, on the same
 server, answered at the same concurrency with a body as large as a create: the ceiling of a Python
-NATS responder. Runs alternate between the two so noise hits both."""
+NATS responder. Runs alternate between the two so noise hits both.
+
+Single-flight latency: ``task.create`` (a 10-step plan) one request at a time, against the echo's
+round trip one at a time with a body as large, alternating run by run; the ratio of the p50s
+(goal <= 3) is what a caller waits for durability."""
 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nats
 
-from bench.data import settings_for
+from bench.data import STEPS, plan, settings_for
 from bench.harness import (
     COMMANDS_PER_PLAN,
     Child,
@@ -34,6 +39,8 @@ from bench.harness import (
 from bench.stats import Series, goal, header, ms, note, percentile, ratio
 
 IN_FLIGHT = (1, 16, 100)
+#: Requests per run of the single-flight latency comparison.
+SINGLE = 200
 
 
 @dataclass
@@ -50,6 +57,48 @@ class Level:
         return self.baton.median / self.echo.median if self.echo.median else float("nan")
 
 
+@dataclass
+class Latency:
+    """p50 and p99 of ``task.create`` and of the echo, one request at a time, per run."""
+
+    create_p50: Series
+    create_p99: Series
+    echo_p50: Series
+    echo_p99: Series
+
+    @property
+    def ratio(self) -> float:
+        return (
+            self.create_p50.median / self.echo_p50.median if self.echo_p50.median else float("nan")
+        )
+
+
+async def _single_flight(client: Any, nc: Any, runs: int, quick: bool) -> Latency:
+    the_plan = plan(STEPS)
+    body = typical_body()
+    latency = Latency(
+        Series("task.create p50, one at a time", "ms"),
+        Series("task.create p99, one at a time", "ms"),
+        Series("echo round trip p50, one at a time", "ms"),
+        Series("echo round trip p99, one at a time", "ms"),
+    )
+    n = SINGLE // 2 if quick else SINGLE
+    for _ in range(runs):
+        creates: list[float] = []
+        for i in range(n):
+            start = time.perf_counter()
+            await client.create_task(
+                task_name=f"single-{i}", task_instruction="bench", plan=the_plan
+            )
+            creates.append(time.perf_counter() - start)
+        echo = await echo_requests(nc, 1, n, body)
+        latency.create_p50.add(ms(percentile(creates, 0.5)))
+        latency.create_p99.add(ms(percentile(creates, 0.99)))
+        latency.echo_p50.add(ms(percentile(echo.latencies, 0.5)))
+        latency.echo_p99.add(ms(percentile(echo.latencies, 0.99)))
+    return latency
+
+
 def plans_for(in_flight: int, quick: bool) -> int:
     """Enough plans that each timed run lasts around a second or more on this machine."""
     per_worker = 2 if quick else 4
@@ -58,11 +107,12 @@ def plans_for(in_flight: int, quick: bool) -> int:
 
 async def _measure(
     baton_url: str, in_flights: tuple[int, ...], runs: int, quick: bool, with_echo: bool
-) -> list[Level]:
+) -> tuple[list[Level], Latency | None]:
     client = await connect_client(baton_url)
     nc = await nats.connect(baton_url) if with_echo else None
     body = typical_body()
     levels: list[Level] = []
+    latency: Latency | None = None
     try:
         # Warm-up outside the clock: connections, caches, first SQLite pages.
         await plans_through_baton(client, 4, 8)
@@ -87,11 +137,13 @@ async def _measure(
                     echo = await echo_requests(nc, in_flight, plans * COMMANDS_PER_PLAN, body)
                     level.echo.add(echo.rate)
             levels.append(level)
+        if nc is not None:
+            latency = await _single_flight(client, nc, runs, quick)
     finally:
         await client.close()
         if nc is not None:
             await nc.drain()
-    return levels
+    return levels, latency
 
 
 def measure(
@@ -101,7 +153,7 @@ def measure(
     in_flights: tuple[int, ...] = IN_FLIGHT,
     runs: int = 3,
     with_echo: bool = True,
-) -> list[Level]:
+) -> tuple[list[Level], Latency | None]:
     """Starts a nats-server, the echo and a Baton on a fresh store, and measures each level."""
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as tmp:
         server = nats_server(Path(tmp))
@@ -122,7 +174,7 @@ def measure(
             server.close()
 
 
-def report(levels: list[Level], store: str) -> None:
+def report(levels: list[Level], store: str, latency: Latency | None = None) -> None:
     for level in levels:
         print(level.baton.line())
         if level.echo.values:
@@ -137,15 +189,32 @@ def report(levels: list[Level], store: str) -> None:
             )
         if level.errors:
             note(f"WARNING: {level.errors} plans did not end completed")
+    if latency is not None:
+        for series in (latency.create_p50, latency.create_p99, latency.echo_p50, latency.echo_p99):
+            print(series.line())
+        ratio(f"task.create p50 / echo p50, one at a time ({store})", *_p50s(latency))
+
+
+def _p50s(latency: Latency) -> tuple[float, float]:
+    return latency.create_p50.median, latency.echo_p50.median
 
 
 def run(quick: bool, **_: Any) -> dict[str, Any]:
     header("1. Commands over NATS (SQLite, durable) vs a bare nats.micro echo, same server")
     note("plans of 10 sequential steps: create, start, next x 10 = 12 commands a plan")
-    levels = measure(quick=quick)
-    report(levels, "SQLite")
+    levels, latency = measure(quick=quick)
+    report(levels, "SQLite", latency)
     top = levels[-1]
-    goal(f"Baton/echo at {top.in_flight} in flight", top.ratio, 0.4)
-    return {f"commands_per_s@{lv.in_flight}": lv.baton.median for lv in levels} | {
-        f"echo_per_s@{lv.in_flight}": lv.echo.median for lv in levels
-    }
+    goal(f"Baton/echo at {top.in_flight} in flight (aim 0.4)", top.ratio, 0.15)
+    results: dict[str, Any] = {f"commands_per_s@{lv.in_flight}": lv.baton.median for lv in levels}
+    results |= {f"echo_per_s@{lv.in_flight}": lv.echo.median for lv in levels}
+    results |= {f"ratio@{lv.in_flight}": lv.ratio for lv in levels}
+    if latency is not None:
+        goal(
+            "task.create p50 / echo p50, one at a time", latency.ratio, 3.0, higher_is_better=False
+        )
+        results["create_p50_ms"] = latency.create_p50.median
+        results["echo_p50_ms"] = latency.echo_p50.median
+        results["latency_ratio"] = latency.ratio
+    results["levels"] = levels  # benchmark 2 reuses these runs instead of repeating them
+    return results

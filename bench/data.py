@@ -41,6 +41,9 @@ def env_for(settings: Settings) -> dict[str, str]:
         if key.startswith("BATON_"):
             del env[key]
     env["BATON_DATA_DIR"] = str(settings.data_dir)
+    # No web dashboard: the benchmarks measure the command service, and several services (the
+    # bench's, other people's) would fight over its default port.
+    env["BATON_UI_ADDR"] = settings.ui_addr or ""
     if settings.postgres_url:
         env["BATON_POSTGRES_URL"] = settings.postgres_url
     return env

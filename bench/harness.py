@@ -55,11 +55,16 @@ class Child:
         )
         ready = threading.Event()
 
+        stdout = self.process.stdout
+        assert stdout is not None
+
         def watch() -> None:
-            assert self.process is not None and self.process.stdout is not None
-            for line in self.process.stdout:
-                if line.strip() == b"READY":
-                    ready.set()
+            try:
+                for line in stdout:
+                    if line.strip() == b"READY":
+                        ready.set()
+            except (ValueError, OSError):  # stop() closed the pipe
+                pass
 
         threading.Thread(target=watch, daemon=True).start()
         deadline = time.monotonic() + self.startup_timeout
@@ -100,6 +105,8 @@ class Child:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
         self.process = None
 
     def close(self) -> None:

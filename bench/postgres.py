@@ -60,8 +60,8 @@ def run(quick: bool, sqlite: dict[str, Any] | None = None, **_: Any) -> dict[str
         return {}
     with fresh_database() as url:
         note(f"fresh database {url.rsplit('/', 1)[1]} (dropped afterwards)")
-        levels = commands.measure(quick=quick, postgres_url=url)
-    commands.report(levels, "PostgreSQL")
+        levels, latency = commands.measure(quick=quick, postgres_url=url)
+    commands.report(levels, "PostgreSQL", latency)
     top = levels[-1]
     goal(f"Baton/echo at {top.in_flight} in flight on PostgreSQL", top.ratio, 0.4)
     results: dict[str, Any] = {

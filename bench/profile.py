@@ -1,10 +1,25 @@
 """Where the command path spends its time: py-spy on the Baton process at 100 in flight.
 
 py-spy samples every thread of the service process (the event loop, the writer running the
-group commit, the projections' thread, the publisher) without changing its code; idle threads
-are left out, so the figures are shares of the CPU time spent. The samples are summarised two
-ways: by *own* time (the frame on top of the stack: where the CPU actually is) and by
-*inclusive* time (frames anywhere on the stack: which call costs the most overall).
+group commit, the projections' thread, the publisher) without changing its code, counting only
+the thread holding the GIL (``--gil``): the Python work, which one core bounds. The service's
+CPU time over the run (from /proc) divided by the commands answered gives the CPU per command;
+the samples split it:
+
+- by *component*, from the stack's frames: projection catch-up (``projections``, whoever
+  asked for it: its thread, or the trigger scheduler reading due triggers), progress relay and
+  trigger scheduler (``adapters/publication``), the dashboard's link (``adapters/ui``, when
+  on), command handling (the domain: ``domain``, with the event store writes under it), service
+  glue (the rest of ``adapters``: decoding requests, dispatching, encoding replies), and NATS +
+  asyncio (stacks with no Baton frame: the client library and the event loop). The first of
+  these found on the stack, in that order, names the component (the relay calls the domain's
+  decoder, and is still the relay);
+- by *module* of the frame on top of the stack (Baton's own folders, eventsourcing, sqlite3,
+  pydantic, nats, asyncio, json, ...): where the CPU actually is;
+- and the top frames by own and inclusive time.
+
+``python -m bench profile`` prints each as a share and as ms of CPU per command, so a before
+and an after can be put side by side; the collapsed stacks are kept for flame graphs.
 """
 
 from __future__ import annotations
@@ -53,23 +68,68 @@ def py_spy() -> str | None:
     return shutil.which("py-spy")
 
 
+ROOT = str(Path(__file__).resolve().parent.parent) + "/"
+
+#: (component, path prefixes of its frames), in the order a stack is matched.
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("projection catch-up", ("projections/",)),
+    ("progress relay", ("adapters/publication/progress.py", "adapters/publication/pump.py")),
+    ("trigger scheduler", ("adapters/publication/triggers.py",)),
+    ("dashboard link", ("adapters/ui/",)),
+    ("command handling (domain, store writes)", ("domain/",)),
+    ("service glue (decode, dispatch, reply)", ("adapters/",)),
+)
+NATS_ASYNCIO = "NATS client + asyncio (no Baton frame)"
+OTHER = "other"
+
+
+def _short_path(path: str) -> str:
+    if path.startswith(ROOT):
+        return path[len(ROOT) :]
+    for marker in ("site-packages/", "lib/python3.11/", "lib/python3.12/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
 def _frame_name(frame: str) -> str:
     # py-spy's raw format: "function (path/to/file.py:line)"; keep function and short path.
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     path, _, _line = where.rpartition(":")
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    return f"{name} ({path})"
+    return f"{name} ({_short_path(path)})"
 
 
-def summarise(collapsed: Path) -> tuple[Counter[str], Counter[str], Counter[str], int]:
-    """Own, inclusive and per-thread sample counts from a py-spy raw (collapsed) file."""
+def _path_of(name: str) -> str:
+    return name.rpartition(" (")[2].rstrip(")")
+
+
+def component(paths: list[str]) -> str:
+    """The component a stack's work belongs to (see the module's docstring)."""
+    for label, prefixes in COMPONENTS:
+        if any(path.startswith(prefixes) for path in paths):
+            return label
+    if any(path.startswith(("nats/", "asyncio/", "selectors.py", "ssl.py")) for path in paths):
+        return NATS_ASYNCIO
+    return OTHER
+
+
+def module_of(path: str) -> str:
+    """The library, or Baton's folder, a frame's file belongs to."""
+    if path.startswith(("domain/", "projections/", "adapters/", "bench/")):
+        return "baton." + path.split("/", 1)[0]
+    top = path.split("/", 1)[0]
+    return top[:-3] if top.endswith(".py") else top
+
+
+def summarise(collapsed: Path) -> tuple[Counter[str], ...]:
+    """Own, inclusive, per-thread, per-component and per-module sample counts from a py-spy raw
+    (collapsed) file, and the total (the last element, as a one-key Counter)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    components: Counter[str] = Counter()
+    modules: Counter[str] = Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -85,17 +145,23 @@ def summarise(collapsed: Path) -> tuple[Counter[str], Counter[str], Counter[str]
             continue
         total += count
         threads[thread or "?"] += count
-        own[_frame_name(frames[-1])] += count
-        for name in {_frame_name(f) for f in frames}:
+        names = [_frame_name(f) for f in frames]
+        own[names[-1]] += count
+        components[component([_path_of(n) for n in names])] += count
+        modules[module_of(_path_of(names[-1]))] += count
+        for name in set(names):
             if not name.endswith(GENERIC):
                 inclusive[name] += count
-    return own, inclusive, threads, total
+    return own, inclusive, threads, components, modules, Counter({"total": total})
 
 
-def _print_top(title: str, counts: Counter[str], total: int) -> None:
+def _print_top(
+    title: str, counts: Counter[str], total: int, per_command_ms: float, top: int = TOP
+) -> None:
     note(title)
-    for name, count in counts.most_common(TOP):
-        print(f"    {100.0 * count / total:5.1f}%  {name}")
+    for name, count in counts.most_common(top):
+        share = count / total
+        print(f"    {100.0 * share:5.1f}%  {share * per_command_ms:6.3f} ms/cmd  {name}")
 
 
 def run(quick: bool, **_: Any) -> dict[str, Any]:
@@ -150,7 +216,8 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
                     os.environ.get("BENCH_PROFILE_OUT", "/tmp/baton-command-path.collapsed")
                 )
                 shutil.copyfile(out, keep)
-                own, inclusive, threads, total = summarise(out)
+                own, inclusive, threads, components, modules, totals = summarise(out)
+                total = totals["total"]
         finally:
             server.close()
     note(f"{load.requests} commands in {elapsed:.1f} s ({load.rate:,.0f}/s under the profiler)")
@@ -158,11 +225,24 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
         f"the Baton process used {cpu:.1f} s of CPU in {elapsed:.1f} s "
         f"({100 * cpu / elapsed:.0f}% of one core; the GIL allows at most ~100% of Python work)"
     )
-    note(f"{total} samples of the thread holding the GIL; collapsed stacks kept in {keep}")
-    _print_top("GIL samples per thread:", threads, total)
-    _print_top("own time (top of stack):", own, total)
-    _print_top("inclusive time (anywhere on the stack):", inclusive, total)
-    return {"samples": total}
+    per_command = 1000.0 * cpu / load.requests if load.requests else float("nan")
+    note(f"CPU per command: {per_command:.3f} ms (the service process's user + system time)")
+    note(
+        f"{total} samples of the thread holding the GIL; collapsed stacks kept in {keep}; "
+        "ms/cmd = share of the samples x CPU per command"
+    )
+    if not total:
+        return {"cpu_ms_per_command": per_command}
+    _print_top("by component (where the time goes per command):", components, total, per_command)
+    _print_top("by module of the running frame:", modules, total, per_command, top=12)
+    _print_top("GIL samples per thread:", threads, total, per_command)
+    _print_top("own time (top of stack):", own, total, per_command)
+    _print_top("inclusive time (anywhere on the stack):", inclusive, total, per_command)
+    return {
+        "cpu_ms_per_command": per_command,
+        "samples": total,
+        "components": {k: v / total for k, v in components.items()},
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
