@@ -19,6 +19,7 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 
 from baton.adapters.client import BatonClient
 from baton.adapters.natsserver import find_nats_server, free_port, nats_answers
@@ -214,6 +215,7 @@ PASSWORDS = {
     "BATON_PLANNER_PASSWORD": "planner-pw",
 }
 CLIENT = {"user": "client", "password": "client-pw"}
+ALL = DeliverPolicy.ALL
 
 
 @pytest.fixture
@@ -273,6 +275,18 @@ async def test_under_the_secure_configuration_clients_use_baton_but_cannot_forge
 
         await wait_for(all_out, timeout=15)
         triggers = await stream_count(js, "BATON_TRIGGERS")
+        # And follows them as `baton watch` does (an ordered consumer, with flow control).
+        followed: list[Msg] = []
+
+        async def follow(msg: Msg) -> None:
+            followed.append(msg)
+
+        watch = await js.subscribe(
+            f"baton.progress.{task_id}", cb=follow, ordered_consumer=True, deliver_policy=ALL
+        )
+        await wait_for(lambda: _at_least(followed, len(events)), timeout=15)
+        await watch.unsubscribe()
+        assert [json.loads(m.data)["version"] for m in followed] == [e["version"] for e in events]
 
         # It cannot publish on them: the server refuses, and says so to the client.
         await client.nc.publish(f"baton.progress.{task_id}", b'{"forged": true}')
@@ -328,7 +342,7 @@ async def test_without_credentials_baton_says_that_it_runs_open(
         service.kill()
 
 
-async def _at_least(items: list[str], count: int) -> bool:
+async def _at_least(items: list[Any], count: int) -> bool:
     return len(items) >= count
 
 
