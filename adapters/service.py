@@ -17,6 +17,7 @@ the planner hold a bounded share of the in-flight slots (503 beyond).
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.metadata
 import logging
 import sqlite3
@@ -376,8 +377,9 @@ class BatonService:
         body, headers = error_body(error), error_headers(error)
         if len(body) + _header_bytes(headers) > self.max_message_bytes:
             # Details too big to carry (a huge list of validation errors): the gist only.
-            error = type(error)(error.message[:1000])
-            body, headers = error_body(error), error_headers(error)
+            gist = copy.copy(error)
+            gist.message, gist.details = error.message[:1000], None
+            body, headers = error_body(gist), error_headers(gist)
         try:
             await request.respond(body, headers=headers)
         except Exception:

@@ -24,6 +24,7 @@ from baton.adapters.planner import NatsPlanner
 from baton.adapters.service import BatonService
 from baton.adapters.subscriptions import flush_subscriptions
 from baton.domain import commands as c
+from baton.domain.errors import InvalidRequest
 from baton.domain.limits import MAX_ID
 from tests.integration.nats_support import (
     Running,
@@ -278,3 +279,32 @@ async def test_the_srv_verbs_never_answer_into_batons_streams_either(
     # Asked properly, the verb still answers.
     msg = await baton.nc.request(f"$SRV.{verb}.baton", b"", timeout=5)
     assert json.loads(msg.data)["name"] == "baton"
+
+
+class VerboseQueries:
+    """A read side whose error carries 2 MiB of details: more than a message can."""
+
+    def catch_up(self) -> int:
+        return 0
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        raise InvalidRequest("no such view", details={"blob": "d" * (2 * MIB)})
+
+
+async def test_an_error_too_big_for_its_details_is_sent_with_its_message_only(
+    baton: Running,
+) -> None:
+    prefix = new_prefix()
+    service = BatonService(baton.baton.nc, baton.app, VerboseQueries(), prefix=prefix)  # type: ignore[arg-type]
+    await service.start()
+    try:
+        msg = await baton.nc.request(f"{prefix}.query.task", b'{"task_id": "x"}', timeout=5)
+    finally:
+        await service.stop()
+    error = error_of(msg)
+    assert (error["code"], error["reason"], error["message"]) == (
+        400,
+        "invalid_request",
+        "no such view",
+    )
+    assert "details" not in error
