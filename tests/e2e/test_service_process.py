@@ -47,8 +47,9 @@ async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
     async with await BatonClient.connect(nats_url, prefix=prefix) as client:
         task = await client.create_task(task_name="e2e", plan=plan("a", "b"))
         started = await client.start_task(task_id=task["task_id"])
-        # Due now: published within a second (before the next command replaces it).
-        await wait_for_stream(nats_url, stream_names(prefix)[1], 1, timeout=2)
+        # Due now: published on the command's wake-up; wait for it before the next command
+        # replaces it (how soon is tests/integration/test_publication_triggers.py's, on a clock).
+        await wait_for_stream(nats_url, stream_names(prefix)[1], 1, timeout=15)
         assert (await client.next_step(task_id=task["task_id"]))["status"] == "queued"
         assert (await client.next_step(task_id=task["task_id"]))["status"] == "completed"
         history = await client.history(task_id=task["task_id"])
