@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -73,7 +74,8 @@ def fitting_trigger(trigger: dict[str, Any], limit: int) -> bytes:
 
 #: JetStream's per-subject optimistic concurrency header: the message is stored only if the
 #: subject's last message in the stream has this sequence (0: none). Each trigger is published
-#: with the sequence the session's subject had when the scheduler decided to publish it, so a
+#: with the sequence the session's subject had (as far as the scheduler knew: from its own last
+#: acknowledgement there, or from the stream's last refusal) when it decided to publish it, so a
 #: trigger whose publication was delayed (a slow instance, or a message buffered in the client
 #: across a reconnection and flushed seconds later) can never land after a newer trigger of the
 #: session that another instance published meanwhile: the stream refuses it (``stale``), and
@@ -81,7 +83,7 @@ def fitting_trigger(trigger: dict[str, Any], limit: int) -> bytes:
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 #: JetStream's error code for a wrong expected last (subject) sequence.
 WRONG_LAST_SEQUENCE = 10071
-#: Sessions whose last trigger sequence the scheduler remembers (saves a look-up per trigger).
+#: Sessions whose last trigger sequence the scheduler remembers (one refusal each otherwise).
 LAST_SEQ_CACHE = 10_000
 
 
@@ -145,16 +147,22 @@ class TriggerScheduler(Pump):
         if self._streams_missing:
             await ensure_streams(self.js, self.prefix, self.policy)
             self._streams_missing = False
-        unknown = {self._subject(t) for t in due} - self._last_seq.keys()
-        if unknown:
-            # The sequences are read first, the decision taken after: a newer trigger stored
-            # before the read means the older one was withdrawn before it, so it is no longer
-            # due in the second look; one stored after the read makes the stream refuse it.
-            seqs = await asyncio.gather(*(self._read_last_seq(s) for s in unknown))
-            for subject, seq in zip(unknown, seqs, strict=True):
-                self._remember(subject, seq)
-            due = await self._in_thread(self._due)
-        results = await asyncio.gather(*(self._publish(t) for t in due), return_exceptions=True)
+        results: list[bool | BaseException] = list(
+            await asyncio.gather(*(self._publish(t) for t in due), return_exceptions=True)
+        )
+        refused = {t["trigger_id"] for t, r in zip(due, results, strict=True) if r is False}
+        if refused:
+            # The stream said the sessions' sequences: decide again on a fresh look (a refused
+            # trigger still due now goes out on the sequence learnt; a replaced one is gone).
+            again = [t for t in await self._in_thread(self._due) if t["trigger_id"] in refused]
+            kept: list[tuple[dict[str, Any], bool | BaseException]] = [
+                (t, r) for t, r in zip(due, results, strict=True) if r is not False
+            ]
+            retried: list[bool | BaseException] = list(
+                await asyncio.gather(*(self._publish(t) for t in again), return_exceptions=True)
+            )
+            due = [t for t, _ in kept] + again
+            results = [r for _, r in kept] + retried
         acked = [t["trigger_id"] for t, r in zip(due, results, strict=True) if r is True]
         if acked:
             await self._in_thread(self._mark, acked)
@@ -179,10 +187,9 @@ class TriggerScheduler(Pump):
         """Publishes one trigger; True once JetStream acknowledged it, False when the stream
         refused it as stale (see ``EXPECTED_LAST``)."""
         subject = self._subject(trigger)
-        last = self._last_seq.get(subject)
-        if last is None:  # forgotten since the look (a full cache): decide on the next pump
-            self.wake()
-            return False
+        # A session this scheduler knows nothing of is taken to have no trigger in the stream
+        # (true of a new session): if that is wrong, the stream refuses and says its sequence.
+        last = self._last_seq.get(subject, 0)
         try:
             ack = await self.js.publish(
                 subject,
@@ -192,10 +199,15 @@ class TriggerScheduler(Pump):
             )
         except nats.js.errors.BadRequestError as refused:
             self._last_seq.pop(subject, None)
-            if refused.err_code == WRONG_LAST_SEQUENCE:
-                self.stale += 1
-                return False
-            raise
+            if refused.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            # Learnt now, before the next look at the projections decides again: a newer
+            # trigger stored up to now means this one was withdrawn before that look.
+            found = re.search(r"(\d+)\s*$", refused.description or "")
+            seq = int(found.group(1)) if found else await self._read_last_seq(subject)
+            self._remember(subject, seq)
+            self.stale += 1
+            return False
         if ack.duplicate:  # stored long ago: its sequence says nothing of the subject's last
             self._last_seq.pop(subject, None)
             self.duplicates += 1
