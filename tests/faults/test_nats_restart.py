@@ -39,6 +39,7 @@ async def test_a_nats_restart_mid_load_loses_nothing(
                 server.url,
                 prefix=service.prefix,
                 timeout=2,
+                retries=0,  # the load re-sends, and counts what met the restart
                 reconnect_time_wait=0.1,
                 max_reconnect_attempts=-1,
                 error_cb=quiet,
