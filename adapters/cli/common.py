@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from baton.adapters import render
-from baton.adapters.config import Settings, nats_credentials
+from baton.adapters.config import SettingError, Settings, nats_credentials
 
 if TYPE_CHECKING:
     from baton.adapters.client import BatonClient
@@ -75,7 +75,10 @@ def silence_stdout() -> None:
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingError as error:  # names the variable and what it expects
+        raise CliError(f"error: {error}", EXIT_USAGE) from None
     changes: dict[str, Any] = {}
     if args.nats:
         changes["nats_url"] = args.nats

@@ -7,8 +7,12 @@ single node: asking it for three replicas is the natural impossible request).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -183,3 +187,43 @@ def test_every_setting_read_from_the_environment_is_in_the_readme_table() -> Non
     tabled = set(re.findall(r"(?m)^\| `(BATON_[A-Z_]+)`", readme))
     tabled |= set(re.findall(r"(?m)^\| `BATON_[A-Z_]+`, `(BATON_[A-Z_]+)`", readme))
     assert read - tabled == set()
+
+
+async def test_the_process_exits_2_with_the_setting_named_and_no_traceback(
+    nats_url: str, tmp_path: Path, js: Any, prefix: str
+) -> None:
+    await ensure_streams(js, prefix, StreamPolicy(trigger_retention="workqueue"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    env.update(
+        BATON_NATS_URL=nats_url,
+        BATON_DATA_DIR=str(tmp_path / "data"),
+        BATON_SUBJECT_PREFIX=prefix,
+        BATON_UI_ADDR="",
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "baton.adapters"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "BATON_TRIGGER_RETENTION" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_cli_refuses_an_unusable_setting_by_name_without_a_traceback() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    env["BATON_PROGRESS_MAX_AGE"] = "a week"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "baton"), "ls"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "BATON_PROGRESS_MAX_AGE" in done.stderr and "Traceback" not in done.stderr
