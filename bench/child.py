@@ -5,7 +5,9 @@ generator, and the Baton service and the echo baseline are measured under the sa
 Each prints ``READY`` on stdout once it answers, and stops cleanly on SIGTERM.
 
 - ``baton``: ``baton.adapters.bootstrap.serve(Settings.from_env())``, the service as ``baton serve``
-  runs it (NATS URL, data dir, Postgres URL from the ``BATON_*`` environment).
+  runs it (NATS URL, data dir, Postgres URL from the ``BATON_*`` environment). For experiments,
+  ``BENCH_SWITCH_INTERVAL_S`` sets the service's GIL switch interval (``sys.setswitchinterval``;
+  Python's default is 5 ms, which a reply waiting on a busy thread can pay at each hand-off).
 - ``echo``: a bare ``nats.micro`` service, queue group ``bench``, whose one endpoint
   ``bench.echo`` replies with the request body: the ceiling of a Python NATS responder.
 """
@@ -54,6 +56,10 @@ async def echo() -> None:
 async def baton() -> None:
     from baton.adapters.bootstrap import serve
     from baton.adapters.config import Settings
+
+    switch = os.environ.get("BENCH_SWITCH_INTERVAL_S")
+    if switch:  # an experiment knob: the GIL's switch interval in the service (default 5 ms)
+        sys.setswitchinterval(float(switch))
 
     stop = await _until_signalled()
     ready = asyncio.Event()
