@@ -36,6 +36,7 @@ from baton.adapters.config import (
     postgres_params,
     publisher_settings,
 )
+from baton.adapters.leases import LeaseKeeper
 from baton.adapters.metrics import ServiceMetrics, start_instrumentation
 from baton.adapters.natsserver import EmbeddedNatsServer, nats_answers
 from baton.adapters.planner import NatsPlanner
@@ -215,7 +216,8 @@ class Baton:
         log.info("using store %s", where)
         workspace = DirectoryWorkspace(settings.workspaces, settings.keep_workspaces)
         self.app = app = await self._in_thread(
-            _creating_tables, lambda: BatonApp(env, workspace=workspace)
+            _creating_tables,
+            lambda: BatonApp(env, workspace=workspace, default_lease_s=settings.claim_lease_s),
         )
         self.projections = await self._in_thread(_creating_tables, lambda: make_projections(app))
         app.ready_work = self.projections
@@ -272,6 +274,15 @@ class Baton:
             daemon=True,
         )
         self._projection_thread.start()
+        self.leases = LeaseKeeper(
+            app,
+            self.projections,
+            self._in_thread,
+            idempotency_window_s=settings.idempotency_window_s,
+        )
+        self._publication.append(
+            loop.create_task(self.leases.run(self._stop_publication), name="lease-keeper")
+        )
 
         self.service = BatonService(
             nc,

@@ -104,6 +104,14 @@ class Settings:
     environment the default is ``127.0.0.1:8600``, and an empty value turns it off). Settings
     made in code default to no dashboard."""
 
+    claim_lease_s: float = 300.0
+    """``BATON_CLAIM_LEASE_S``: a claim's lease when ``step.claim`` names none (0 < s <= 86,400):
+    a step whose holder neither completes nor heartbeats within it is handed out again."""
+
+    idempotency_window_s: float = 86_400.0
+    """``BATON_IDEMPOTENCY_WINDOW_S``: how long a command id's first reply is kept (a repeat
+    after that runs as a new command), like JetStream's duplicate window."""
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
@@ -141,6 +149,10 @@ class Settings:
             trigger_max_age_s=_duration(env, "BATON_TRIGGER_MAX_AGE", 86400.0),
             trigger_retention=_choice(
                 env, "BATON_TRIGGER_RETENTION", "limits", ("limits", "workqueue")
+            ),
+            claim_lease_s=_bounded(env, "BATON_CLAIM_LEASE_S", 300.0, 0.0, 86_400.0),
+            idempotency_window_s=_bounded(
+                env, "BATON_IDEMPOTENCY_WINDOW_S", 86_400.0, 0.0, 365 * 86_400.0
             ),
         )
 
@@ -235,6 +247,20 @@ def publisher_settings(settings: Settings) -> Settings | None:
         nats_creds=settings.nats_publisher_creds,
         nats_nkey_seed=None,
     )
+
+
+def _bounded(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A duration setting with ``low < value <= high``; a clear error otherwise."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = parse_duration(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected seconds or a duration like 90s, 5m") from None
+    if not low < value <= high:
+        raise SettingError(f"{name}={raw!r}: must be more than {low:g} s and at most {high:g} s")
+    return value
 
 
 def nats_credentials(settings: Settings) -> dict[str, Any]:

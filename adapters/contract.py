@@ -95,7 +95,7 @@ SERVED: Final[tuple[Subject, ...]] = (
              "Adds a context entry to the task and each of its steps.", "add_context", "context"),
     _command("step.claim", c.ClaimStep, r.ClaimReply,
              "Hands a worker the most urgent claimable step.", "claim_step", "step claim"),
-    _command("step.complete", c.CompleteStep, r.StepCommandReply,
+    _command("step.complete", c.CompleteStep, r.CompleteReply,
              "Completes a step; its result enters its direct dependents' context.",
              "complete_step", "step complete"),
     _command("step.fail", c.FailStep, r.StepCommandReply,

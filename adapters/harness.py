@@ -8,15 +8,22 @@ Baton deployment, checking the contract's laws after every command.
 or ``python -m baton.adapters.harness --nats URL --prefix P --examples N`` (exit status 1 on a
 break).
 
-Hypothesis generates sequences of commands (creates with sequential and graph plans, start,
-next, replan, step complete / fail / skip / retry, claim, task complete / fail / cancel, context,
-and invalid ones: unknown ids, malformed requests, bad plans) and sends them through
+Hypothesis generates sequences of commands (creates with sequential and graph plans, some
+steps with a retry policy, start, next, replan, step complete / fail / skip / retry, claim with a
+lease, complete with ``claim_next``, heartbeats, step commands fenced by a claim id (the
+holder's or a stale one), waits for a short lease to lapse, task complete / fail / cancel,
+context, and invalid ones: unknown ids, malformed requests, bad plans) and sends them through
 ``BatonClient``. After each command it checks the reply against a simple reference model (task
-statuses, sessions' queues, which step commands the lifecycle table allows) and the laws:
+statuses, sessions' queues, which step commands the lifecycle table allows, retry policies,
+which claims hold) and the laws:
 
 - a rejected command changes no task's version, and its error is the contract's;
-- at most one current step in a sequential plan when no claims were used;
+- a stale claim id cannot complete, fail, skip or renew (409 ``stale_claim``);
+- a lapsed lease is ended by the service itself, once (one ``ClaimExpired`` per claim), and
+  its step is handed out again as the retry policy says;
+- at most one current step in a sequential plan;
 - no step is current while one of its dependencies is unfinished;
+- a step's context in a task view is its completed dependencies' results;
 - a running task never has every step finished (it completes by itself);
 - history versions are contiguous, and the view at the last version is the current view.
 
@@ -33,6 +40,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -40,14 +48,28 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.reporting import with_reporter
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from baton.adapters.client import BatonClient, BatonRequestError
+from baton.adapters.contract import subject_of
+from baton.domain import commands as c
 
 T = TypeVar("T")
 
 FINISHED = frozenset({"completed", "skipped", "cancelled"})
 SATISFIED = frozenset({"completed", "skipped"})
+SEQUENTIAL_SATISFIED = FINISHED
+#: A lease short enough to lapse while the harness waits, and one that does not.
+SHORT_LEASE_S = 0.5
+LONG_LEASE_S = 60.0
+#: How long the harness waits for the service to end a lapsed lease.
+LAPSE_WAIT_S = 8.0
 ENDED = frozenset({"completed", "error", "cancelled"})
 NAMES = ("a", "b", "c", "d", "e")
 
@@ -84,6 +106,8 @@ class HarnessReport:
     seconds: float = 0.0
     failure: str | None = None
     program: list[str] = field(default_factory=list)
+    #: How often each subject was sent, and each lease event seen (lapses, fenced commands).
+    tally: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -97,6 +121,8 @@ class HarnessReport:
             f"({self.rejected} rejected as expected), {self.tasks} tasks, {self.checks} checks "
             f"in {self.seconds:.1f} s"
         )
+        if self.tally:
+            text += "\n  " + ", ".join(f"{k} {n}" for k, n in sorted(self.tally.items()))
         if not self.ok:
             text += f"\n{self.failure}\nShrunk program:\n" + "\n".join(self.program)
         return text
@@ -107,14 +133,22 @@ class HarnessReport:
 
 @st.composite
 def plans(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid plan: sequential (no depends_on), or a DAG over earlier step names."""
+    """A valid plan: sequential (no depends_on), or a DAG over earlier step names; some steps
+    carry a retry policy (retries without delay, so the harness need not wait for them)."""
     names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=4, unique=True))
-    if draw(st.booleans()):
-        return {"steps": [{"step_name": n, "description": f"do {n}"} for n in names]}
+    sequential = draw(st.booleans())
     steps = []
     for i, name in enumerate(names):
-        depends = draw(st.lists(st.sampled_from(names[:i]), unique=True)) if i else []
-        steps.append({"step_name": name, "description": f"do {name}", "depends_on": depends})
+        step: dict[str, Any] = {"step_name": name, "description": f"do {name}"}
+        if not sequential:
+            step["depends_on"] = (
+                draw(st.lists(st.sampled_from(names[:i]), unique=True)) if i else []
+            )
+        attempts = draw(st.sampled_from([1, 1, 2, 3]))
+        if attempts > 1:
+            step["max_attempts"] = attempts
+            step["retry_delay_s"] = 0.0
+        steps.append(step)
     return {"steps": steps}
 
 
@@ -163,6 +197,17 @@ class TaskModel:
     sequential: bool
     claimed: bool = False
     view: dict[str, Any] = field(default_factory=dict)
+    #: step_id -> (claim_id, lease_s) of the claims the harness got and believes still hold.
+    claims: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: (step_id, claim_id) of claims that no longer hold their step.
+    stale: list[tuple[str, str]] = field(default_factory=list)
+    #: A replan turned a graph with several current steps into a sequential plan.
+    switched: bool = False
+
+    def drop_claim(self, step_id: str) -> None:
+        held = self.claims.pop(step_id, None)
+        if held is not None:
+            self.stale.append((step_id, held[0]))
 
 
 class ContractBreak(AssertionError):
@@ -176,6 +221,21 @@ def make_machine(
 
     def call(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro, timeout=client.timeout * 3)
+
+    def subject(request: type[Any], fallback: str) -> str:
+        try:
+            return subject_of(request)
+        except KeyError:  # a client older than the subject
+            return fallback
+
+    heartbeat_subject = subject(c.HeartbeatStep, "step.heartbeat")
+    try:
+        call(client.request(heartbeat_subject, {"task_id": "-", "step_id": "-", "claim_id": "-"}))
+    except BatonRequestError as error:
+        # 503: no responder (a deployment from before heartbeats); 404 or 400: served.
+        heartbeats = error.code != 503
+    else:  # pragma: no cover - a heartbeat of nothing cannot succeed
+        heartbeats = True
 
     class BatonContract(RuleBasedStateMachine):
         examples = 0
@@ -191,16 +251,36 @@ def make_machine(
         # -- sending ---------------------------------------------------------------------------
         def send(self, method: str, **args: Any) -> tuple[Any, BatonRequestError | None]:
             """The reply or the error; an error must change no task's version."""
+            return self.submit(method, lambda: getattr(client, method)(**args))
+
+        def send_to(
+            self, name: str, payload: dict[str, Any]
+        ) -> tuple[Any, BatonRequestError | None]:
+            """As ``send``, for a subject by name (fields the typed client may not have yet)."""
+            return self.submit(name, lambda: client.request(name, payload))
+
+        def submit(self, what: str, make: Any) -> tuple[Any, BatonRequestError | None]:
             report.commands += 1
+            report.tally[what] += 1
             before = self.known_versions()
             try:
-                return call(getattr(client, method)(**args)), None
+                return call(make()), None
             except BatonRequestError as error:
                 report.rejected += 1
-                self.expect(error.code in (400, 404, 409, 413), f"{method} gave {error}")
-                self.expect(bool(error.reason and error.message), f"{method}: error {error}")
-                self.expect(self.versions() == before, f"rejected {method} changed a version")
+                self.expect(error.code in (400, 404, 409, 413), f"{what} gave {error}")
+                self.expect(bool(error.reason and error.message), f"{what}: error {error}")
+                after = self.versions()
+                changed = [t for t, v in after.items() if v != before.get(t)]
+                self.expect(
+                    all(self.only_lapses_since(t, before[t]) for t in changed),
+                    f"rejected {what} changed a version",
+                )
                 return None, error
+
+        def only_lapses_since(self, task_id: str, version: int) -> bool:
+            """Whether every event after ``version`` is a lapse the service recorded itself."""
+            events = call(client.history(task_id=task_id))["events"]
+            return all(e["type"] == "ClaimExpired" for e in events if e["version"] > version)
 
         def known_versions(self) -> dict[str, int]:
             """The versions the last check saw (it runs after every command)."""
@@ -214,7 +294,53 @@ def make_machine(
 
         def fetch(self, task: TaskModel) -> dict[str, Any]:
             view: dict[str, Any] = call(client.task(task_id=task.task_id))
+            steps = {s["step_id"]: s for s in view["steps"]}
+            for step_id, (claim_id, _) in list(task.claims.items()):
+                if steps.get(step_id, {}).get("claim_id") != claim_id:
+                    task.drop_claim(step_id)
+                    self.lost(task, step_id, claim_id)
             return view
+
+        def task_of(self, task_id: str) -> TaskModel | None:
+            return next((t for t in self.tasks if t.task_id == task_id), None)
+
+        def held(self, short: bool | None = None) -> list[tuple[TaskModel, str, str, float]]:
+            """The claims the harness holds: (task, step_id, claim_id, lease_s)."""
+            return [
+                (t, step_id, claim_id, lease)
+                for t in self.tasks
+                for step_id, (claim_id, lease) in t.claims.items()
+                if short is None or (lease <= SHORT_LEASE_S) == short
+            ]
+
+        def stale_claim(self, task: TaskModel, step_id: str) -> str:
+            ids = [claim for step, claim in task.stale if step == step_id]
+            return ids[-1] if ids else f"{self.example}-never-issued"
+
+        def expect_stale(self, what: str, error: BatonRequestError | None) -> None:
+            report.tally["stale claim fenced off"] += 1
+            self.expect(
+                error is not None and error.code == 409 and error.reason == "stale_claim",
+                f"{what} with a stale claim: {error}",
+            )
+
+        def record_claim(self, reply: dict[str, Any], lease_s: float) -> None:
+            """Checks a claim's reply and remembers the claim it made."""
+            if reply["step"] is None:
+                self.expect(reply["queue_status"] in ("blocked", "done", "failed"), str(reply))
+                return
+            step = reply["step"]
+            self.expect(reply["queue_status"] == "in_progress", str(reply))
+            self.expect(step["status"] == "current", str(reply))
+            claim_id = step.get("claim_id")
+            self.expect(bool(claim_id) and step.get("lease_expires_at"), f"no lease: {step}")
+            known = {claim for t in self.tasks for _, claim in t.stale} | {
+                claim for t in self.tasks for claim, _ in t.claims.values()
+            }
+            self.expect(claim_id not in known, f"claim id {claim_id} handed out twice")
+            owner = self.task_of(step["task_id"])
+            if owner is not None:
+                owner.claims[step["step_id"]] = (claim_id, lease_s)
 
         def expect(self, condition: bool, message: str) -> None:
             report.checks += 1
@@ -246,6 +372,11 @@ def make_machine(
             return steps[index % len(steps)]
 
         # -- rules -----------------------------------------------------------------------------
+        @initialize(plan=plans(), priority=st.integers(0, 9))
+        def first_task(self, plan: dict[str, Any], priority: int) -> None:
+            """Every sequence starts with a task, so the step and lease rules have work."""
+            self.create(plan, 0, priority)
+
         @rule(plan=plans(), session=st.integers(0, 1), priority=st.integers(0, 9))
         def create(self, plan: dict[str, Any], session: int, priority: int) -> None:
             session_id = f"{self.example}-s{session}"
@@ -341,7 +472,12 @@ def make_machine(
             if error is not None:  # e.g. a current step made to wait on an unfinished one
                 self.expect(error.reason == "invalid_plan", f"replan: {error}")
                 return
-            task.sequential = task.sequential and is_sequential(plan)
+            before = task.view
+            current = [s for s in before.get("steps", ()) if s["status"] == "current"]
+            if reply["sequential"] and not before.get("sequential", True) and len(current) > 1:
+                task.switched = True
+            task.sequential = reply["sequential"]
+            self.expect(reply["sequential"] == is_sequential(plan), f"replan: {reply}")
             self.expect(set(reply["diff"]) == {"added", "changed", "removed"}, str(reply))
             self.set_status(task, reply["status"])
 
@@ -350,46 +486,183 @@ def make_machine(
             index=st.integers(0, 9),
             step=st.integers(0, 9),
             verb=st.sampled_from(["complete", "fail", "skip", "retry"]),
+            fence=st.sampled_from(["none", "none", "holder", "stale"]),
         )
-        def step_command(self, index: int, step: int, verb: str) -> None:
+        def step_command(self, index: int, step: int, verb: str, fence: str) -> None:
             task = self.pick(index)
             target = self.step_of(task, step)
-            reply, error = self.send(
-                f"{verb}_step", task_id=task.task_id, step_id=target["step_id"]
-            )
+            step_id = target["step_id"]
+            held = task.claims.get(step_id)
+            claim_id = None
+            if verb != "retry" and fence == "stale":
+                claim_id = self.stale_claim(task, step_id)
+            elif verb != "retry" and fence == "holder" and held is not None:
+                claim_id = held[0]
+            kind = {"complete": c.CompleteStep, "fail": c.FailStep, "skip": c.SkipStep}
+            payload = {"task_id": task.task_id, "step_id": step_id}
+            if claim_id is not None:
+                reply, error = self.send_to(
+                    subject(kind[verb], f"step.{verb}"), {**payload, "claim_id": claim_id}
+                )
+            else:
+                reply, error = self.send(f"{verb}_step", **payload)
+            if fence == "stale" and claim_id is not None:
+                self.expect_stale(verb, error)
+                return
+            # A claim with a short lease may lapse under the harness' feet (the step is then
+            # pending, current-unclaimed or failed): only a 409 is then certain to be right.
+            lease_at = target.get("lease_expires_at")
+            volatile = lease_at is not None and lease_at < time.time() + 10
+            if volatile and error is not None:
+                self.expect(error.code == 409, f"{verb} of a lapsing step: {error}")
+                return
             status = target["status"]
             allowed = {
-                "complete": status == "current" or (status == "pending" and target["ready"]),
+                "complete": status == "current" or (status == "pending" and not target["blocked"]),
                 "fail": status in ("pending", "current"),
                 "skip": status in ("pending", "current", "failed"),
                 "retry": status == "failed",
             }[verb]
             if task.status != "running" or not allowed:
                 self.expect(
-                    error is not None and error.code == 409,
+                    volatile or (error is not None and error.code == 409),
                     f"{verb} of a {status} step of a {task.status} task: {reply or error}",
                 )
-                return
+                if error is not None:
+                    return
             self.expect(error is None, f"{verb} of a {status} step was refused: {error}")
             after = {"complete": "completed", "fail": "failed", "skip": "skipped"}
-            self.expect(reply["status"] == after.get(verb, "pending"), f"{verb}: {reply}")
+            expected = after.get(verb, "pending")
+            if verb == "fail" and max(reply["attempts"], 1) < reply["max_attempts"]:
+                expected = "pending"  # a failed attempt: its retry policy hands it out again
+                self.expect("retry_at" in reply, f"a failed attempt without retry_at: {reply}")
+            self.expect(reply["status"] == expected, f"{verb}: {reply}")
+            if verb != "retry":
+                task.drop_claim(step_id)
             self.set_status(task, reply["task_status"])
 
         @precondition(lambda self: self.tasks)
-        @rule(index=st.integers(0, 9), by_session=st.booleans())
-        def claim(self, index: int, by_session: bool) -> None:
+        @rule(
+            index=st.integers(0, 9),
+            by_session=st.booleans(),
+            lease=st.sampled_from([LONG_LEASE_S, LONG_LEASE_S, SHORT_LEASE_S]),
+        )
+        def claim(self, index: int, by_session: bool, lease: float) -> None:
             task = self.pick(index)
             scope = {"session_id": task.session} if by_session else {"task_id": task.task_id}
-            reply, error = self.send("claim_step", worker=f"{self.example}-w", **scope)
+            reply, error = self.send_to(
+                subject(c.ClaimStep, "step.claim"),
+                {"worker": f"{self.example}-w", "lease_s": lease, **scope},
+            )
             self.expect(error is None, f"claim: {error}")
             for other in self.tasks:
                 if other.session == task.session:
                     other.claimed = True
-            if reply["step"] is not None:
-                self.expect(reply["queue_status"] == "in_progress", str(reply))
-                self.expect(reply["step"]["status"] == "current", str(reply))
-            else:
-                self.expect(reply["queue_status"] in ("blocked", "done", "failed"), str(reply))
+            self.record_claim(reply, lease)
+
+        @precondition(lambda self: self.held())
+        @rule(index=st.integers(0, 9), result=st.sampled_from([None, 1, {"rows": [1]}]))
+        def complete_and_claim_next(self, index: int, result: Any) -> None:
+            """One round trip per step: complete with the claim's id and claim the next."""
+            task, step_id, claim_id, lease = self.held()[index % len(self.held())]
+            reply, error = self.send_to(
+                subject(c.CompleteStep, "step.complete"),
+                {
+                    "task_id": task.task_id,
+                    "step_id": step_id,
+                    "claim_id": claim_id,
+                    "result": result,
+                    "claim_next": True,
+                    "worker": f"{self.example}-w",
+                    "lease_s": LONG_LEASE_S,
+                },
+            )
+            if error is not None:
+                # Only a short lease may have lapsed meanwhile.
+                self.expect(lease <= SHORT_LEASE_S, f"complete by the holder: {error}")
+                self.expect_stale("complete", error)
+                return
+            task.drop_claim(step_id)
+            self.expect(reply["status"] == "completed", f"complete: {reply}")
+            self.expect(reply.get("result") == result, f"complete kept no result: {reply}")
+            self.set_status(task, reply["task_status"])
+            self.expect(set(reply.get("next") or {}) == {"step", "queue_status"}, str(reply))
+            self.record_claim(reply["next"], LONG_LEASE_S)
+
+        @precondition(lambda self: heartbeats and self.held())
+        @rule(index=st.integers(0, 9), stale=st.booleans())
+        def heartbeat(self, index: int, stale: bool) -> None:
+            task, step_id, claim_id, lease = self.held()[index % len(self.held())]
+            if stale:
+                claim_id = self.stale_claim(task, step_id)
+            payload = {"task_id": task.task_id, "step_id": step_id, "claim_id": claim_id}
+            reply, error = self.send_to(heartbeat_subject, {**payload, "lease_s": LONG_LEASE_S})
+            if stale or (error is not None and lease <= SHORT_LEASE_S):
+                self.expect_stale("heartbeat", error)
+                return
+            self.expect(error is None, f"heartbeat by the holder: {error}")
+            self.expect(
+                reply.get("claim_id") == claim_id
+                and reply["lease_expires_at"] >= time.time() + LONG_LEASE_S - 30,
+                f"heartbeat did not extend the lease: {reply}",
+            )
+            task.claims[step_id] = (claim_id, LONG_LEASE_S)
+
+        @precondition(lambda self: self.tasks)
+        @rule(index=st.integers(0, 9))
+        def claim_and_let_the_lease_lapse(self, index: int) -> None:
+            """A short lease nobody renews lapses: the service ends it (``fetch`` checks how),
+            and the old holder is fenced off."""
+            task = self.pick(index)
+            reply, error = self.send_to(
+                subject(c.ClaimStep, "step.claim"),
+                {"worker": f"{self.example}-w", "lease_s": SHORT_LEASE_S, "task_id": task.task_id},
+            )
+            self.expect(error is None, f"claim: {error}")
+            task.claimed = True
+            self.record_claim(reply, SHORT_LEASE_S)
+            if reply["step"] is None:
+                return
+            step_id, claim_id = reply["step"]["step_id"], reply["step"]["claim_id"]
+            deadline = time.monotonic() + LAPSE_WAIT_S
+            while step_id in task.claims:
+                self.expect(time.monotonic() < deadline, f"lease of {step_id} never lapsed")
+                time.sleep(0.1)
+                task.view = self.fetch(task)
+            reply, error = self.send_to(
+                subject(c.CompleteStep, "step.complete"),
+                {"task_id": task.task_id, "step_id": step_id, "claim_id": claim_id},
+            )
+            self.expect_stale("complete", error)
+
+        def lost(self, task: TaskModel, step_id: str, claim_id: str) -> None:
+            """A claim the harness held no longer holds: if it lapsed, the service ended it
+            once, and the step was handed out again as its retry policy says."""
+            events = call(client.history(task_id=task.task_id))["events"]
+            lapses = [
+                e
+                for e in events
+                if e["type"] == "ClaimExpired" and e["data"].get("claim_id") == claim_id
+            ]
+            if not lapses:  # it was completed, failed or skipped (or its task ended)
+                return
+            self.expect(len(lapses) == 1, f"claim {claim_id} lapsed {len(lapses)} times")
+            lapse = lapses[0]
+            report.tally[f"lapse: {lapse['data']['outcome']}"] += 1
+            then = call(client.history(task_id=task.task_id, version=lapse["version"]))["task"]
+            step = next(s for s in then["steps"] if s["step_id"] == step_id)
+            attempts, limit = step["attempts"], step["max_attempts"]
+            outcome = (
+                "failed"
+                if limit > 1 and attempts >= limit
+                else ("current" if then["sequential"] else "ready")
+            )
+            self.expect(lapse["data"]["outcome"] == outcome, f"lapse of {step}: {lapse}")
+            status = {"failed": "failed", "current": "current", "ready": "pending"}[outcome]
+            self.expect(
+                step["status"] == status and "claimed_by" not in step and "claim_id" not in step,
+                f"after a lapse ({outcome}) the step is {step}",
+            )
 
         @precondition(lambda self: self.tasks)
         @rule(index=st.integers(0, 9), verb=st.sampled_from(["complete", "fail", "cancel"]))
@@ -430,6 +703,10 @@ def make_machine(
                 )
                 self.check_view(task, view)
                 events = call(client.history(task_id=task.task_id))["events"]
+                lapsed = [e["data"]["claim_id"] for e in events if e["type"] == "ClaimExpired"]
+                self.expect(
+                    len(lapsed) == len(set(lapsed)), f"{task.task_id}: a claim lapsed twice"
+                )
                 versions = [e["version"] for e in events]
                 self.expect(
                     versions == list(range(1, view["version"] + 1)),
@@ -447,8 +724,29 @@ def make_machine(
         def check_view(self, task: TaskModel, view: dict[str, Any]) -> None:
             steps = {s["step_name"]: s for s in view["steps"]}
             current = [s for s in view["steps"] if s["status"] == "current"]
-            if task.sequential and not task.claimed:
+            if (view["sequential"] and not task.switched) or not task.claimed:
                 self.expect(len(current) <= 1, f"{task.task_id}: {len(current)} current steps")
+            done = SEQUENTIAL_SATISFIED if view["sequential"] else SATISFIED
+            for step in view["steps"]:
+                expected = {
+                    d: steps[d]["result"]
+                    for d in step["depends_on"]
+                    if d in steps
+                    and steps[d]["status"] == "completed"
+                    and steps[d].get("result") is not None
+                }
+                self.expect(
+                    step["context"] == expected,
+                    f"{step['step_id']}: context {step['context']}, not its dependencies' "
+                    f"results {expected}",
+                )
+                if "claim_id" in step:
+                    self.expect(
+                        step["status"] == "current" and step.get("lease_expires_at"),
+                        f"{step['step_id']} holds a claim while {step['status']}",
+                    )
+                if "retry_at" in step:
+                    self.expect(step["status"] == "pending", f"{step['step_id']}: retry_at")
             if view["status"] != "running":
                 self.expect(
                     not [s for s in view["steps"] if s["ready"]],
@@ -456,9 +754,7 @@ def make_machine(
                 )
             for step in current:
                 waiting = [
-                    d
-                    for d in step["depends_on"]
-                    if d in steps and steps[d]["status"] not in SATISFIED
+                    d for d in step["depends_on"] if d in steps and steps[d]["status"] not in done
                 ]
                 self.expect(not waiting, f"{step['step_id']} is current, waiting on {waiting}")
             if view["status"] == "running":

@@ -6,6 +6,7 @@ declared once, in ``baton.adapters.contract``; ``COMMANDS`` and ``QUERIES`` are 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -80,6 +81,7 @@ def parse(model: type[M], body: bytes) -> M:
         )
     if not body.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
+    _refuse_duplicate_keys(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as error:
@@ -97,6 +99,34 @@ def parse(model: type[M], body: bytes) -> M:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             message = f"invalid request: {shown}{more}"
         raise InvalidRequest(message, details={"errors": problems}) from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """400 for an object that names a key twice (JSON parsers disagree on which one wins, so a
+    proxy and Baton could read two different requests)."""
+    if body.count(b'"') < 4:  # fewer than two keys: nothing to repeat
+        return
+    try:
+        json.loads(body, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as error:
+        raise InvalidRequest(
+            f"the request names the key {str(error)!r} twice", details={"key": str(error)}
+        ) from None
+    except (ValueError, RecursionError):
+        return  # not JSON, or nested past Python's stack: pydantic says so next
 
 
 def error_body(error: BatonError) -> bytes:

@@ -393,6 +393,12 @@ def queue_view(reply: Mapping[str, Any], style: Style) -> str:
     return "\n".join(out)
 
 
+def _step_id(task_id: str, record: Mapping[str, Any]) -> str:
+    """A step record's id: stored records since 0.2 leave it out (it is ``<task>.<index>``)."""
+    step_id = record.get("step_id")
+    return str(step_id) if step_id else f"{task_id}.{record.get('step_index')}"
+
+
 class Progress:
     """Step statuses of one task followed from its events, for a progress bar."""
 
@@ -404,9 +410,11 @@ class Progress:
         self.task_name: str | None = None
 
     def load(self, view: Mapping[str, Any]) -> None:
+        task_id = str(view.get("task_id"))
         for step in view.get("steps") or []:
-            self.steps[step["step_id"]] = step["status"]
-            self.names[step["step_id"]] = step["step_name"]
+            step_id = _step_id(task_id, step)
+            self.steps[step_id] = step.get("status", "pending")
+            self.names[step_id] = step["step_name"]
         self.task_status = view.get("status")
         self.session_id = view.get("session_id")
         self.task_name = view.get("task_name")
@@ -419,12 +427,16 @@ class Progress:
             self.load(data)
         elif kind == "PlanRevised":
             for record in data.get("added") or []:
-                self.steps[record["step_id"]] = record.get("status", "pending")
-                self.names[record["step_id"]] = record["step_name"]
+                step_id = _step_id(str(event.get("task_id")), record)
+                self.steps[step_id] = record.get("status", "pending")
+                self.names[step_id] = record["step_name"]
         elif kind == "Started":
             self.task_status = "running"
         elif kind == "Ended":
             self.task_status = data.get("status")
+        elif step_id and kind == "ClaimExpired":
+            outcome = str(data.get("outcome"))
+            self.steps[step_id] = {"ready": "pending", "failed": "failed"}.get(outcome, "current")
         elif step_id and kind in STEP_EVENT_STATUS:
             self.steps[step_id] = STEP_EVENT_STATUS[kind]
 
@@ -459,6 +471,7 @@ STEP_EVENT_STATUS = {
     "StepSkipped": "skipped",
     "StepCancelled": "cancelled",
     "StepRetried": "pending",
+    "StepAttemptFailed": "pending",
 }
 
 

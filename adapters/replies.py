@@ -66,9 +66,27 @@ class StepView(Reply):
     ready: bool = Field(description="Pending with every dependency completed or skipped.")
     blocked: bool = Field(description="Pending with a dependency not yet completed or skipped.")
     attempts: int = Field(description="How many times the step has become current.")
-    context: dict[str, Any]
+    max_attempts: int = Field(
+        default=1, description="Attempts its retry policy allows (1: no automatic retry)."
+    )
+    context: dict[str, Any] = Field(
+        description="In a reply that returns this step alone: the task's context with its "
+        "completed dependencies' results over it. In a task view: the dependencies' results "
+        "only (the task's context is given once, at the top)."
+    )
     parent_action_id: str | None = None
     claimed_by: str | None = None
+    claim_id: str | None = Field(
+        default=None,
+        description="The claim holding the step: new for every claim; pass it to "
+        "step.complete/fail/skip/heartbeat to act only while the claim holds.",
+    )
+    lease_expires_at: float | None = Field(
+        default=None, description="When the claim's lease runs out (epoch seconds)."
+    )
+    retry_at: float | None = Field(
+        default=None, description="A failed attempt's step is ready again from this time."
+    )
     result: Any = None
     failure_message: str | None = None
 
@@ -90,6 +108,11 @@ class TaskView(Reply):
     created_at: float | None = None
     updated_at: float | None = None
     message: str | None = None
+    sequential: bool | None = Field(
+        default=None,
+        description="A sequential plan (no depends_on given): a step waits for every earlier "
+        "step to be completed, skipped or cancelled.",
+    )
     trigger: Trigger | None = None
     current_step: StepView | None = None
     steps: list[StepView]
@@ -141,9 +164,18 @@ class ClaimReply(Reply):
 
 
 class StepCommandReply(StepView):
-    """Reply of ``step.complete|fail|skip|retry``: the step, and its task's status after it."""
+    """Reply of ``step.complete|fail|skip|retry|heartbeat``: the step, and its task's status
+    after it."""
 
     task_status: TaskStatus
+
+
+class CompleteReply(StepCommandReply):
+    """Reply of ``step.complete``; with ``claim_next``, the next claim's reply under ``next``."""
+
+    next: ClaimReply | None = Field(
+        default=None, description="With claim_next: the claim made after the completion."
+    )
 
 
 class TaskSummary(Reply):
@@ -182,7 +214,10 @@ class QueueReply(Reply):
     """Reply of ``query.queue``: claimable steps, most urgent first, and pending triggers."""
 
     steps: list[QueueStep]
-    triggers: list[Trigger]
+    triggers: list[Trigger] = Field(description="Triggers not fired yet.")
+    cursor: str | None = Field(
+        default=None, description="Pass as ``after`` for the next page of steps (null: last)."
+    )
 
 
 class HistoryEvent(Reply):
@@ -207,6 +242,9 @@ class HistoryReply(Reply):
 
     task_id: str
     events: list[HistoryEvent]
+    cursor: str | None = Field(
+        default=None, description="Pass as ``after`` for the next page (null: the last page)."
+    )
 
 
 class HistoryAtVersion(Reply):

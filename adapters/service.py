@@ -459,11 +459,20 @@ class BatonService:
     def _task_to_replan(self, command: c.ReplanTask | c.NextStep) -> dict[str, Any]:
         """The task's view, after the checks the command itself makes (404 / 409 first)."""
         task = self.app.get_task(command.task_id)
-        if isinstance(command, c.NextStep):
+        advancing = isinstance(command, c.NextStep) or command.advance_next
+        if advancing:
             task.require_running("advance")
         else:
             task.require_not_ended("replan")
-        return task_view(task)
+        view = task_view(task)
+        current = task.first_current()
+        if advancing and current is not None:
+            # The planner sees the step being advanced past as done: the command completes
+            # it before applying the new plan.
+            done = dict(view["steps"][current.step_index], status="completed", ready=False)
+            view["steps"][current.step_index] = done
+            view.pop("current_step", None)
+        return view
 
     # -- queries ---------------------------------------------------------------------------
     def _query(self, row: contract.Subject, query: BaseModel) -> Any:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from baton.domain.ids import SESSION_ID_PATTERN
-from baton.domain.limits import MAX_ID, MAX_NAME, MAX_TEXT, check_json_depth
+from baton.domain.limits import MAX_ID, MAX_LEASE_S, MAX_NAME, MAX_TEXT, check_json_depth
 from baton.domain.plans import Plan
 
 
@@ -21,15 +21,26 @@ def _json_depth(value: Any) -> Any:
     return value
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Json = Annotated[Any, AfterValidator(_json_depth)]
 Priority = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_not_blank)]
+#: A claim's lease, in seconds: 0 < lease_s <= a day.
+LeaseS = Annotated[float, Field(gt=0, le=MAX_LEASE_S, allow_inf_nan=False)]
+#: Versions and sequence numbers: SQLite and PostgreSQL integers are 64-bit.
+Version = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Command(Request):
@@ -39,7 +50,7 @@ class Command(Request):
 
 
 class CreateTask(Command):
-    task_name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+    task_name: Name
     task_instruction: Text = ""
     session_id: SessionId | None = None
     priority: Priority = 5
@@ -81,32 +92,60 @@ class CancelTask(Command):
 
 class AddContext(Command):
     task_id: Identifier
-    key: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+    key: Name
     value: Json = None
 
 
 class ClaimStep(Command):
     session_id: SessionId | None = None
     task_id: Identifier | None = None
-    worker: Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | None = None
+    worker: Name | None = None
+    #: The claim's lease; None: the service's default (BATON_CLAIM_LEASE_S).
+    lease_s: LeaseS | None = None
 
 
 class CompleteStep(Command):
     task_id: Identifier
     step_id: Identifier
     result: Json = None
+    claim_id: Identifier | None = None
+    #: Claim the next step in the same reply (``next``), in the completed step's task or, with
+    #: ``session_id``, in that session; ``worker`` and ``lease_s`` as ``step.claim`` takes them.
+    claim_next: bool = False
+    worker: Name | None = None
+    session_id: SessionId | None = None
+    lease_s: LeaseS | None = None
 
 
 class FailStep(Command):
     task_id: Identifier
     step_id: Identifier
     message: Text | None = None
+    claim_id: Identifier | None = None
 
 
 class SkipStep(Command):
     task_id: Identifier
     step_id: Identifier
     message: Text | None = None
+    claim_id: Identifier | None = None
+
+
+class HeartbeatStep(Command):
+    """Extends the lease of the claim ``claim_id`` (409 when it no longer holds the step)."""
+
+    task_id: Identifier
+    step_id: Identifier
+    claim_id: Identifier
+    lease_s: LeaseS | None = None
+
+
+class ExpireClaim(Command):
+    """Internal (the lease scanner's, never on the wire): ends a lapsed claim."""
+
+    task_id: Identifier
+    step_id: Identifier
+    claim_id: Identifier
 
 
 class RetryStep(Command):
@@ -136,8 +175,13 @@ class TasksQuery(Request):
 class QueueQuery(Request):
     session_id: SessionId | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    #: The ``cursor`` of the previous page.
+    after: Annotated[str, Field(max_length=MAX_ID)] | None = None
 
 
 class HistoryQuery(Request):
     task_id: Identifier
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Version | None = None
+    #: The ``cursor`` of the previous page (events after that version).
+    after: Annotated[str, Field(max_length=MAX_ID)] | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 1000

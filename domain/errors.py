@@ -76,3 +76,16 @@ class StoreUnavailable(BatonError):
 
     code = 503
     reason = "store_unavailable"
+
+
+class StaleClaim(InvalidTransition):
+    """A command carried a claim id that no longer holds its step (409)."""
+
+    reason = "stale_claim"
+
+
+class CommandIdReused(BatonError):
+    """A command id already used for a command on another subject (409)."""
+
+    code = 409
+    reason = "command_id_reused"

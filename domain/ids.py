@@ -48,3 +48,7 @@ def new_action_id() -> str:
 
 def new_trigger_id() -> str:
     return f"trg-{secrets.token_hex(8)}"
+
+
+def new_claim_id() -> str:
+    return f"clm-{secrets.token_hex(8)}"

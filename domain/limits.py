@@ -12,6 +12,12 @@ MAX_NAME: Final = 256
 MAX_TEXT: Final = 64 * 1024
 MAX_STEPS: Final = 1000
 MAX_ID: Final = 256
+#: Most attempts a retry policy may allow a step.
+MAX_ATTEMPTS: Final = 100
+#: Longest claim lease, in seconds (a day).
+MAX_LEASE_S: Final = 86_400.0
+#: Headroom kept under the server's ``max_payload`` for headers and a reply's envelope.
+MESSAGE_HEADROOM: Final = 4096
 #: Deepest nesting accepted in free-form JSON (results, context values, inputs).
 MAX_JSON_DEPTH: Final = 32
 

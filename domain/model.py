@@ -1,138 +1,98 @@
-"""The aggregates: Task (with the steps of its plan), Session, and CommandRecord.
+"""The Task aggregate: a unit of work with the steps of its plan.
 
 A Task is the consistency boundary of its steps: a step transition can end the task, change
 which siblings are ready or move the current pointer, so every step event is an event of its
 task, and one version number orders the whole history. The step lifecycle keeps its own table
-(``lifecycle.STEP_LIFECYCLE``); ``Step`` is the entity it governs.
+(``lifecycle.STEP_LIFECYCLE``); ``Step`` (domain/steps.py) is the entity it governs, and
+``TaskState`` (domain/task_state.py) the indexes that keep each transition O(1) in the plan's
+size.
 
 Command methods validate first and only then trigger events; an event's ``apply`` only applies
-(it runs again on every replay). Every class carries an explicit, stable topic so stored events
-read back after a refactor.
+(it runs again on every replay) and touches the steps it names, never the whole plan. Every
+class carries an explicit, stable topic so stored events read back after a refactor; events
+whose shape changed carry a ``class_version`` and an upcast.
 """
 
 from __future__ import annotations
 
 import time
-from copy import deepcopy
-from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Final
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as BaseSnapshot
 from eventsourcing.utils import register_topic
 
 from baton.domain import ids
-from baton.domain.errors import InvalidPlan, InvalidTransition, NotFound
-from baton.domain.lifecycle import (
-    STEP_HISTORY,
-    STEP_LIFECYCLE,
-    STEP_SATISFIED,
-    TASK_ENDED,
-    TASK_LIFECYCLE,
-    StepStatus,
-    TaskStatus,
-)
+from baton.domain.errors import InvalidTransition, StaleClaim
+from baton.domain.lifecycle import STEP_LIFECYCLE, TASK_ENDED, TASK_LIFECYCLE, TaskStatus
 from baton.domain.plans import StepSpec
+from baton.domain.session import CommandRecord, Session
+from baton.domain.steps import (
+    CANCELLED,
+    COMPLETED,
+    CURRENT,
+    FAILED,
+    PENDING,
+    SKIPPED,
+    Step,
+    retry_delay,
+)
+from baton.domain.task_state import DERIVED, TaskState
 
 DEFAULT_PRIORITY = 5
-
-# Plain strings of the statuses (an Enum member's ``.value`` is a property call on hot paths).
-_PENDING: Final = StepStatus.PENDING.value
-_CURRENT: Final = StepStatus.CURRENT.value
-_COMPLETED: Final = StepStatus.COMPLETED.value
-_FAILED: Final = StepStatus.FAILED.value
-_SKIPPED: Final = StepStatus.SKIPPED.value
-_CANCELLED: Final = StepStatus.CANCELLED.value
 _RUNNING: Final = TaskStatus.RUNNING.value
-_SATISFIED: Final = frozenset(s.value for s in STEP_SATISFIED)
-_DONE: Final = frozenset({_COMPLETED, _SKIPPED, _CANCELLED})
 _ENDED: Final = frozenset(s.value for s in TASK_ENDED)
 
 
-@dataclass
-class Step:
-    """One step of a task's plan."""
-
-    step_id: str
-    step_index: int
-    step_name: str
-    description: str
-    action_instruction: str | None
-    validation_instruction: str | None
-    depends_on: list[str]
-    status: str = StepStatus.PENDING.value
-    claimed_by: str | None = None
-    result: Any = None
-    failure_message: str | None = None
-    attempts: int = 0
-    context: dict[str, Any] = field(default_factory=dict)
-    parent_action_id: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Step:
-        # Copies the mutable fields: an event's record must never alias live state, or a later
-        # change of the step in the same unit of work would rewrite the event before it is saved.
-        return cls(
-            **{
-                **data,
-                "depends_on": list(data.get("depends_on") or ()),
-                "context": dict(data.get("context") or {}),
-            }
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        # dataclasses.asdict, written out: it was a third of a create's CPU time.
-        return {
-            "step_id": self.step_id,
-            "step_index": self.step_index,
-            "step_name": self.step_name,
-            "description": self.description,
-            "action_instruction": self.action_instruction,
-            "validation_instruction": self.validation_instruction,
-            "depends_on": list(self.depends_on),
-            "status": self.status,
-            "claimed_by": self.claimed_by,
-            "result": _copied(self.result),
-            "failure_message": self.failure_message,
-            "attempts": self.attempts,
-            "context": {k: _copied(v) for k, v in self.context.items()},
-            "parent_action_id": self.parent_action_id,
-        }
-
-    @property
-    def label(self) -> str:
-        return f"step {self.step_name!r}"
+def step_record(spec: StepSpec, index: int, *, sequential: bool) -> dict[str, Any]:
+    """The stored record of a new step: only what differs from a step's defaults, and no
+    ``depends_on`` in a sequential plan (each step follows the one before), so a plan's events
+    stay near the size of the request that made them."""
+    record: dict[str, Any] = {"step_index": index, "step_name": spec.step_name}
+    if spec.description:
+        record["description"] = spec.description
+    if spec.action_instruction is not None:
+        record["action_instruction"] = spec.action_instruction
+    if spec.validation_instruction is not None:
+        record["validation_instruction"] = spec.validation_instruction
+    if not sequential and spec.depends_on:
+        record["depends_on"] = list(spec.depends_on)
+    if spec.max_attempts != 1:
+        record["max_attempts"] = spec.max_attempts
+    if spec.retry_delay_s != 1.0:
+        record["retry_delay_s"] = spec.retry_delay_s
+    return record
 
 
-_IMMUTABLE = (str, int, float, bool, type(None))
+def _step_of(task_id: str, record: dict[str, Any], previous: str | None) -> Step:
+    index = int(record["step_index"])
+    data = dict(record)
+    data.setdefault("step_id", ids.step_id_for(task_id, index))
+    if "depends_on" not in record and previous is not None:
+        data["depends_on"] = [previous]
+    return Step.from_dict(data)
 
 
-def _copied(value: Any) -> Any:
-    """A deep copy of a JSON-like value (as ``asdict`` makes), sharing immutable leaves."""
-    return value if isinstance(value, _IMMUTABLE) else deepcopy(value)
+def _chained(records: list[dict[str, Any]], sequential: bool) -> bool:
+    """Whether stored records (0.1 kept every ``depends_on``) form a sequential chain."""
+    if not sequential:
+        return False
+    previous = None
+    for record in records:
+        deps = record.get("depends_on")
+        if deps is None:
+            continue
+        if list(deps) != ([] if previous is None else [previous]):
+            return False
+        previous = record["step_name"]
+    return True
 
 
-if tuple(f.name for f in fields(Step)) != tuple(Step("", 0, "", "", None, None, []).as_dict()):
-    raise AssertionError("Step.as_dict must name every field of Step")  # pragma: no cover
-
-
-def _step_from_spec(task_id: str, index: int, spec: StepSpec) -> dict[str, Any]:
-    return Step(
-        step_id=ids.step_id_for(task_id, index),
-        step_index=index,
-        step_name=spec.step_name,
-        description=spec.description,
-        action_instruction=spec.action_instruction,
-        validation_instruction=spec.validation_instruction,
-        depends_on=list(spec.depends_on),
-    ).as_dict()
-
-
-class Task(Aggregate):
+class Task(TaskState, Aggregate):
     """A unit of work for one session, with an instruction and a plan of steps."""
 
     TOPIC: ClassVar[str] = "baton:Task"
+    class_version: ClassVar[int] = 2
 
     # -- events -------------------------------------------------------------------------
     class Event(Aggregate.Event):
@@ -153,12 +113,15 @@ class Task(Aggregate):
         created_at: float
         steps: list[dict[str, Any]]
         display_message: str
+        #: None in events written before 0.2: inferred from the steps' ``depends_on``.
+        sequential: bool | None = None
 
     class Started(Event):
         TOPIC = "baton:Task.Started"
 
         def apply(self, task: Task) -> None:
             task.status = _RUNNING
+            task._dirty_all = True  # every step's ``ready`` flag
 
     class StepStarted(Event):
         """A step became current (in progress); it gets a fresh parent_action_id."""
@@ -168,19 +131,69 @@ class Task(Aggregate):
         parent_action_id: str
 
         def apply(self, task: Task) -> None:
-            step = task.steps[task.index_of(self.step_id)]
-            step.status = _CURRENT
+            step = task.step(self.step_id)
             step.attempts += 1
             step.claimed_by = None
+            step.claim_id = None
+            step.lease_expires_at = None
+            step.retry_at = None
             step.parent_action_id = self.parent_action_id
+            task._set_status(step, CURRENT)
 
     class StepClaimed(Event):
         TOPIC = "baton:Task.StepClaimed"
         step_id: str
         worker: str
+        claim_id: str | None = None
+        lease_expires_at: float | None = None
 
         def apply(self, task: Task) -> None:
-            task.steps[task.index_of(self.step_id)].claimed_by = self.worker
+            step = task.step(self.step_id)
+            step.claimed_by = self.worker
+            step.claim_id = self.claim_id
+            step.lease_expires_at = self.lease_expires_at
+            task._place(step)
+
+    class ClaimRenewed(Event):
+        """A heartbeat: the claim's holder extended its lease."""
+
+        TOPIC = "baton:Task.ClaimRenewed"
+        step_id: str
+        claim_id: str
+        lease_expires_at: float
+
+        def apply(self, task: Task) -> None:
+            step = task.step(self.step_id)
+            step.lease_expires_at = self.lease_expires_at
+            task._place(step)
+
+    class ClaimExpired(Event):
+        """A claim's lease lapsed: the step is handed out again (``ready`` or, for the
+        current step of a sequential plan, ``current``), or ``failed`` when the lapse was the
+        last attempt its retry policy allows."""
+
+        TOPIC = "baton:Task.ClaimExpired"
+        step_id: str
+        claim_id: str
+        worker: str
+        outcome: str
+        retry_at: float | None = None
+
+        def apply(self, task: Task) -> None:
+            step = task.step(self.step_id)
+            step.claimed_by = None
+            step.claim_id = None
+            step.lease_expires_at = None
+            if self.outcome == "current":
+                task._place(step)
+                return
+            task._drop_trigger_of(step)
+            if self.outcome == "failed":
+                step.failure_message = "the claim's lease lapsed"
+                task._set_status(step, FAILED)
+            else:
+                step.retry_at = self.retry_at
+                task._set_status(step, PENDING)
 
     class StepCompleted(Event):
         TOPIC = "baton:Task.StepCompleted"
@@ -188,13 +201,31 @@ class Task(Aggregate):
         result: Any
 
         def apply(self, task: Task) -> None:
-            step = task.steps[task.index_of(self.step_id)]
-            step.status = _COMPLETED
+            step = task.step(self.step_id)
             step.result = self.result
-            if self.result is not None:
-                for other in task.steps:
-                    if step.step_name in other.depends_on:
-                        other.context[step.step_name] = self.result
+            step.claim_id = None
+            step.lease_expires_at = None
+            task._drop_trigger_of(step)
+            task._set_status(step, COMPLETED)
+
+    class StepAttemptFailed(Event):
+        """A failed attempt below the step's ``max_attempts``: ready again at ``retry_at``."""
+
+        TOPIC = "baton:Task.StepAttemptFailed"
+        step_id: str
+        message: str | None
+        attempt: int
+        retry_at: float
+
+        def apply(self, task: Task) -> None:
+            step = task.step(self.step_id)
+            step.failure_message = self.message
+            step.claimed_by = None
+            step.claim_id = None
+            step.lease_expires_at = None
+            step.retry_at = self.retry_at
+            task._drop_trigger_of(step)
+            task._set_status(step, PENDING)
 
     class StepFailed(Event):
         TOPIC = "baton:Task.StepFailed"
@@ -202,9 +233,12 @@ class Task(Aggregate):
         message: str | None
 
         def apply(self, task: Task) -> None:
-            step = task.steps[task.index_of(self.step_id)]
-            step.status = _FAILED
+            step = task.step(self.step_id)
             step.failure_message = self.message
+            step.claim_id = None
+            step.lease_expires_at = None
+            task._drop_trigger_of(step)
+            task._set_status(step, FAILED)
 
     class StepSkipped(Event):
         TOPIC = "baton:Task.StepSkipped"
@@ -212,7 +246,11 @@ class Task(Aggregate):
         message: str | None
 
         def apply(self, task: Task) -> None:
-            task.steps[task.index_of(self.step_id)].status = _SKIPPED
+            step = task.step(self.step_id)
+            step.claim_id = None
+            step.lease_expires_at = None
+            task._drop_trigger_of(step)
+            task._set_status(step, SKIPPED)
 
     class StepCancelled(Event):
         TOPIC = "baton:Task.StepCancelled"
@@ -220,16 +258,24 @@ class Task(Aggregate):
         reason: str | None
 
         def apply(self, task: Task) -> None:
-            task.steps[task.index_of(self.step_id)].status = _CANCELLED
+            step = task.step(self.step_id)
+            step.claim_id = None
+            step.lease_expires_at = None
+            task._drop_trigger_of(step)
+            task._set_status(step, CANCELLED)
 
     class StepRetried(Event):
         TOPIC = "baton:Task.StepRetried"
         step_id: str
+        message: str | None = None
 
         def apply(self, task: Task) -> None:
-            step = task.steps[task.index_of(self.step_id)]
-            step.status = _PENDING
+            step = task.step(self.step_id)
             step.claimed_by = None
+            step.claim_id = None
+            step.lease_expires_at = None
+            step.retry_at = None
+            task._set_status(step, PENDING)
 
     class TriggerScheduled(Event):
         """A trigger for the current step; it replaces the task's pending trigger, if any."""
@@ -238,20 +284,27 @@ class Task(Aggregate):
         trigger: dict[str, Any]
 
         def apply(self, task: Task) -> None:
+            old = task.trigger
             task.trigger = dict(self.trigger)
-            task.last_trigger = dict(self.trigger)
+            task.last_trigger = task.trigger
+            task._trigger_changed(old)
 
     class TriggerWithdrawn(Event):
+        """Written before 0.2 only: a trigger now goes with its step's transition or its task's
+        end, which the StepCompleted/StepFailed/.../Ended events already say."""
+
         TOPIC = "baton:Task.TriggerWithdrawn"
         trigger_id: str
         reason: str
 
         def apply(self, task: Task) -> None:
+            old = task.trigger
             task.trigger = None
+            task._trigger_changed(old)
 
     class PlanRevised(Event):
-        """The plan changed: ``added`` and ``changed`` carry the new step records, ``removed``
-        names the steps the revision cancels (each also gets a StepCancelled event)."""
+        """The plan changed: ``added`` and ``changed`` carry step records, ``removed`` names
+        the steps the revision cancels (each also gets a StepCancelled event)."""
 
         TOPIC = "baton:Task.PlanRevised"
         added: list[dict[str, Any]]
@@ -259,24 +312,32 @@ class Task(Aggregate):
         removed: list[str]
         goal: str | None
         inputs_params: dict[str, Any] | None
+        sequential: bool | None = None
 
         def apply(self, task: Task) -> None:
-            for record in self.changed:
-                step = task.steps[task.index_of(record["step_id"])]
-                step.description = record["description"]
-                step.action_instruction = record["action_instruction"]
-                step.validation_instruction = record["validation_instruction"]
-                step.depends_on = list(record["depends_on"])
-                task.inherit_results(step)
+            if self.sequential is not None and self.sequential != task.sequential:
+                task.sequential = self.sequential
+            previous: str | None = None
+            new_steps = []
             for record in self.added:
-                step = Step.from_dict(record)
-                step.context.update(task.context)
-                task.steps.append(step)
-                task.inherit_results(step)
+                step = _step_of(task.task_id, record, previous if task.sequential else None)
+                new_steps.append(step)
+                previous = step.step_name
+            task._add_steps(new_steps)
+            for record in self.changed:
+                step = task.step(record["step_id"])
+                step.description = record.get("description", "")
+                step.action_instruction = record.get("action_instruction")
+                step.validation_instruction = record.get("validation_instruction")
+                step.max_attempts = record.get("max_attempts", 1)
+                step.retry_delay_s = record.get("retry_delay_s", 1.0)
+                task._relink(step, list(record.get("depends_on") or ()))
             if self.goal is not None:
                 task.goal = self.goal
             if self.inputs_params is not None:
                 task.inputs_params = dict(self.inputs_params)
+            if self.sequential is not None:
+                task._index()  # a change of kind re-decides every dependency: rare, O(n)
 
     class ContextAdded(Event):
         TOPIC = "baton:Task.ContextAdded"
@@ -284,12 +345,12 @@ class Task(Aggregate):
         value: Any
 
         def apply(self, task: Task) -> None:
-            task.context[self.key] = self.value
-            for step in task.steps:
-                step.context[self.key] = self.value
+            # Copy-on-write: views and earlier events may hold the previous dict.
+            task.context = {**task.context, self.key: self.value}
+            task._context_dirty = True
 
     class Ended(Event):
-        """The task ended: completed, error or cancelled."""
+        """The task ended: completed, error or cancelled (its trigger goes with it)."""
 
         TOPIC = "baton:Task.Ended"
         status: str
@@ -299,9 +360,32 @@ class Task(Aggregate):
             task.status = self.status
             task.message = self.message
             task.ended_at = self.timestamp.timestamp()
+            task.trigger = None
+            task._dirty_all = True  # every step's ``ready`` flag
 
     class Snapshot(BaseSnapshot):
         TOPIC = "baton:Task.Snapshot"
+
+        @classmethod
+        def take(cls, aggregate: Any) -> Any:
+            snapshot = super().take(aggregate)
+            for name in DERIVED:
+                snapshot.state.pop(name, None)
+            return snapshot
+
+        def mutate(self, _: None) -> Any:
+            task: Any = super().mutate(_)
+            task._index()
+            return task
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A 0.1 snapshot: steps kept a copy of the context (ignored now) and there was no
+        ``sequential`` flag (a plan whose dependencies form a chain behaves as one)."""
+        steps = state.get("steps") or []
+        state["sequential"] = _chained(
+            [{"step_name": s.step_name, "depends_on": s.depends_on} for s in steps], True
+        )
 
     # -- state --------------------------------------------------------------------------
     def __init__(
@@ -319,6 +403,7 @@ class Task(Aggregate):
         created_at: float,
         steps: list[dict[str, Any]],
         display_message: str,
+        sequential: bool | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_name = task_name
@@ -331,13 +416,20 @@ class Task(Aggregate):
         self.status = status
         self.workspace = workspace
         self.created_at = created_at
-        self.steps: list[Step] = [Step.from_dict(s) for s in steps]
-        for step in self.steps:
-            step.context.update(self.context)
+        if sequential is None:
+            sequential = _chained(steps, True)
+        self.sequential = sequential
+        previous: str | None = None
+        self.steps: list[Step] = []
+        for record in steps:
+            step = _step_of(task_id, record, previous if sequential else None)
+            self.steps.append(step)
+            previous = step.step_name
         self.trigger: dict[str, Any] | None = None
         self.last_trigger: dict[str, Any] | None = None
         self.message: str | None = None
         self.ended_at: float | None = None
+        self._index()
 
     @classmethod
     def create(
@@ -349,6 +441,7 @@ class Task(Aggregate):
         session_id: str,
         priority: int,
         specs: list[StepSpec],
+        sequential: bool,
         goal: str | None,
         inputs_params: dict[str, Any] | None,
         context: dict[str, Any] | None,
@@ -371,7 +464,8 @@ class Task(Aggregate):
             status=status.value,
             workspace=workspace,
             created_at=time.time() if created_at is None else created_at,
-            steps=[_step_from_spec(task_id, i, spec) for i, spec in enumerate(specs)],
+            steps=[step_record(spec, i, sequential=sequential) for i, spec in enumerate(specs)],
+            sequential=sequential,
             display_message=(
                 f"Task {task_name!r} created with {len(specs)} step"
                 f"{'' if len(specs) == 1 else 's'}"
@@ -380,29 +474,15 @@ class Task(Aggregate):
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Task:
-        """A copy a command may change freely, at a fraction of ``copy.deepcopy``'s cost.
-
-        Every container the command methods and events change in place is copied (the steps,
-        their ``depends_on`` and ``context``, the task's ``context`` and ``inputs_params``,
-        the pending events); values inside them (results, context values, trigger dicts) are
-        only ever replaced, never changed in place, so they are shared.
-        """
+        """A copy for readers (the live aggregate is only changed under the writer's lock):
+        the steps are copied, values inside them (results, context values, trigger dicts) are
+        only ever replaced, never changed in place, so they are shared."""
         clone = object.__new__(type(self))
-        state = dict(self.__dict__)
+        state = {k: v for k, v in self.__dict__.items() if k not in DERIVED}
         state["_pending_events"] = list(self._pending_events)
-        state["context"] = dict(self.context)
-        state["inputs_params"] = dict(self.inputs_params)
-        steps = []
-        new = object.__new__
-        for step in self.steps:
-            twin = new(Step)
-            fields = dict(step.__dict__)
-            fields["depends_on"] = list(step.depends_on)
-            fields["context"] = dict(step.context)
-            twin.__dict__ = fields
-            steps.append(twin)
-        state["steps"] = steps
+        state["steps"] = [s.copy() for s in self.steps]
         clone.__dict__.update(state)
+        clone._index()
         memo[id(self)] = clone
         return clone
 
@@ -412,62 +492,8 @@ class Task(Aggregate):
         return f"task {self.task_id!r}"
 
     @property
-    def running(self) -> bool:
-        return self.status == _RUNNING
-
-    @property
     def ended(self) -> bool:
         return self.status in _ENDED
-
-    def index_of(self, step_id: str) -> int:
-        for i, step in enumerate(self.steps):
-            if step.step_id == step_id:
-                return i
-        raise NotFound(f"{self.label} has no step {step_id!r}")
-
-    def step(self, step_id: str) -> Step:
-        return self.steps[self.index_of(step_id)]
-
-    def step_named(self, name: str) -> Step | None:
-        for step in self.steps:
-            if step.step_name == name:
-                return step
-        return None
-
-    def dependencies_satisfied(self, step: Step) -> bool:
-        depends_on = step.depends_on
-        if not depends_on:
-            return True
-        # Names are unique within a task; a name no step has does not block.
-        for other in self.steps:
-            if other.status not in _SATISFIED and other.step_name in depends_on:
-                return False
-        return True
-
-    def is_ready(self, step: Step) -> bool:
-        """A pending step of a running task whose dependencies are all completed or skipped."""
-        return self.running and step.status == _PENDING and self.dependencies_satisfied(step)
-
-    def inherit_results(self, step: Step) -> None:
-        """Puts the results of ``step``'s completed dependencies into its context, as
-        StepCompleted does for the dependents a step has when it completes."""
-        for name in step.depends_on:
-            dependency = self.step_named(name)
-            if (
-                dependency is not None
-                and dependency.status == _COMPLETED
-                and dependency.result is not None
-            ):
-                step.context[name] = dependency.result
-
-    def current_steps(self) -> list[Step]:
-        return [s for s in self.steps if s.status == _CURRENT]
-
-    def ready_steps(self) -> list[Step]:
-        return [s for s in self.steps if self.is_ready(s)]
-
-    def all_steps_finished(self) -> bool:
-        return all(s.status in _DONE for s in self.steps)
 
     # -- commands -----------------------------------------------------------------------
     def require_not_ended(self, verb: str) -> None:
@@ -484,17 +510,34 @@ class Task(Aggregate):
                 details={"rule": f"task.{verb}", "state": self.status},
             )
 
+    def _blocked(self, step: Step, verb: str) -> InvalidTransition:
+        return InvalidTransition(
+            f"cannot {verb} {step.label}: it is blocked by "
+            + ", ".join(repr(d) for d in self.unsatisfied(step)),
+            details={"rule": f"step.{verb}", "state": "blocked"},
+        )
+
+    def check_claim(self, step: Step, claim_id: str | None) -> None:
+        """Fencing: a command carrying a claim id acts only while that claim holds the step."""
+        if claim_id is not None and (step.claim_id != claim_id or step.status != CURRENT):
+            raise StaleClaim(
+                f"claim {claim_id!r} no longer holds {step.label}"
+                + (f" (it is {step.status})" if step.status != CURRENT else ""),
+                details={"step_id": step.step_id, "claim_id": claim_id},
+            )
+
     def start(self) -> None:
         TASK_LIFECYCLE.check("start", self.status, self.label)
         self.trigger_event(self.Started, display_message=f"Task {self.task_name!r} started")
 
-    def start_step(self, step: Step) -> None:
+    def start_step(self, step: Step, now: float) -> None:
         STEP_LIFECYCLE.check("start", step.status, step.label)
-        if not self.is_ready(step):
+        if not self.dependencies_satisfied(step):
+            raise self._blocked(step, "start")
+        if step.retry_at is not None and step.retry_at > now:
             raise InvalidTransition(
-                f"cannot start {step.label}: it is blocked by "
-                + ", ".join(repr(d) for d in self._unsatisfied(step)),
-                details={"rule": "step.start", "state": "blocked"},
+                f"cannot start {step.label}: it waits for its retry until {step.retry_at:.3f}",
+                details={"rule": "step.start", "state": "waiting", "retry_at": step.retry_at},
             )
         self.trigger_event(
             self.StepStarted,
@@ -504,39 +547,77 @@ class Task(Aggregate):
             + (f" (attempt {step.attempts + 1})" if step.attempts else ""),
         )
 
-    def _unsatisfied(self, step: Step) -> list[str]:
-        satisfied = {s.value for s in STEP_SATISFIED}
-        by_name = {s.step_name: s for s in self.steps}
-        return [d for d in step.depends_on if d in by_name and by_name[d].status not in satisfied]
-
-    def start_first_ready(self) -> Step | None:
+    def start_first_ready(self, now: float) -> Step | None:
         """Makes the first ready step (in plan order) current; returns it, or None."""
-        ready = self.ready_steps()
-        if not ready:
+        step = self.first_ready(now)
+        if step is None:
             return None
-        self.start_step(ready[0])
-        return self.step(ready[0].step_id)
+        self.start_step(step, now)
+        return step
 
-    def claim(self, step: Step, worker: str) -> None:
-        if step.status != _CURRENT:
+    def claim(self, step: Step, worker: str, now: float, lease_s: float) -> None:
+        if step.status != CURRENT or step.claimed_by is not None:
             raise InvalidTransition(f"cannot claim {step.label}: it is {step.status}")
         self.trigger_event(
             self.StepClaimed,
             step_id=step.step_id,
             worker=worker,
+            claim_id=ids.new_claim_id(),
+            lease_expires_at=now + lease_s,
             display_message=f"Step {step.step_name!r} claimed by {worker!r}",
         )
+
+    def renew(self, step: Step, claim_id: str, now: float, lease_s: float) -> None:
+        self.require_running("renew a claim of")
+        self.check_claim(step, claim_id)
+        self.trigger_event(
+            self.ClaimRenewed,
+            step_id=step.step_id,
+            claim_id=claim_id,
+            lease_expires_at=now + lease_s,
+            display_message=f"Claim of step {step.step_name!r} renewed for {lease_s:g} s",
+        )
+
+    def expire_claim(self, step: Step, claim_id: str, now: float) -> bool:
+        """Ends a lapsed claim; False (nothing appended) when it no longer holds or has not
+        lapsed (a heartbeat came first, or another instance expired it already)."""
+        if (
+            not self.running
+            or step.status != CURRENT
+            or step.claim_id != claim_id
+            or step.lease_expires_at is None
+            or step.lease_expires_at > now
+        ):
+            return False
+        retry_at: float | None = None
+        if step.max_attempts > 1 and step.attempts >= step.max_attempts:
+            outcome = "failed"
+        elif self.sequential:
+            outcome = "current"
+        else:
+            outcome = "ready"
+            if step.max_attempts > 1:
+                retry_at = now + retry_delay(step, step.attempts)
+        worker = step.claimed_by or "anonymous"
+        self.trigger_event(
+            self.ClaimExpired,
+            step_id=step.step_id,
+            claim_id=claim_id,
+            worker=worker,
+            outcome=outcome,
+            retry_at=retry_at,
+            display_message=f"Claim of step {step.step_name!r} by {worker!r} lapsed; the step is "
+            + {"failed": "failed (no attempts left)", "current": "current, unclaimed"}.get(
+                outcome, "ready again"
+            ),
+        )
+        return True
 
     def complete_step(self, step: Step, result: Any = None) -> None:
         self.require_running("complete a step of")
         STEP_LIFECYCLE.check("complete", step.status, step.label)
-        if step.status == _PENDING and not self.is_ready(step):
-            raise InvalidTransition(
-                f"cannot complete {step.label}: it is blocked by "
-                + ", ".join(repr(d) for d in self._unsatisfied(step)),
-                details={"rule": "step.complete", "state": "blocked"},
-            )
-        self._withdraw_trigger_of(step, "its step completed")
+        if step.status == PENDING and not self.dependencies_satisfied(step):
+            raise self._blocked(step, "complete")
         self.trigger_event(
             self.StepCompleted,
             step_id=step.step_id,
@@ -544,10 +625,24 @@ class Task(Aggregate):
             display_message=f"Step {step.step_name!r} completed",
         )
 
-    def fail_step(self, step: Step, message: str | None) -> None:
+    def fail_step(self, step: Step, message: str | None, now: float) -> None:
+        """Fails an attempt: the step is ready again after its retry delay while its policy
+        allows more attempts, failed otherwise."""
         self.require_running("fail a step of")
         STEP_LIFECYCLE.check("fail", step.status, step.label)
-        self._withdraw_trigger_of(step, "its step failed")
+        if max(step.attempts, 1) < step.max_attempts:
+            retry_at = now + retry_delay(step, step.attempts)
+            self.trigger_event(
+                self.StepAttemptFailed,
+                step_id=step.step_id,
+                message=message,
+                attempt=max(step.attempts, 1),
+                retry_at=retry_at,
+                display_message=f"Step {step.step_name!r} failed attempt {step.attempts} of "
+                f"{step.max_attempts}; ready again in {retry_at - now:g} s"
+                + (f": {message}" if message else ""),
+            )
+            return
         self.trigger_event(
             self.StepFailed,
             step_id=step.step_id,
@@ -558,7 +653,6 @@ class Task(Aggregate):
     def skip_step(self, step: Step, message: str | None) -> None:
         self.require_running("skip a step of")
         STEP_LIFECYCLE.check("skip", step.status, step.label)
-        self._withdraw_trigger_of(step, "its step was skipped")
         self.trigger_event(
             self.StepSkipped,
             step_id=step.step_id,
@@ -567,18 +661,19 @@ class Task(Aggregate):
             + (f": {message}" if message else ""),
         )
 
-    def retry_step(self, step: Step) -> None:
+    def retry_step(self, step: Step, message: str | None = None) -> None:
         self.require_running("retry a step of")
         STEP_LIFECYCLE.check("retry", step.status, step.label)
         self.trigger_event(
             self.StepRetried,
             step_id=step.step_id,
-            display_message=f"Step {step.step_name!r} will be retried",
+            message=message,
+            display_message=f"Step {step.step_name!r} will be retried"
+            + (f": {message}" if message else ""),
         )
 
     def cancel_step(self, step: Step, reason: str | None) -> None:
         STEP_LIFECYCLE.check("cancel", step.status, step.label)
-        self._withdraw_trigger_of(step, "its step was cancelled")
         self.trigger_event(
             self.StepCancelled,
             step_id=step.step_id,
@@ -589,12 +684,10 @@ class Task(Aggregate):
 
     def schedule_trigger(self, step: Step, fire_at: float, priority: int | None) -> dict[str, Any]:
         """Schedules a trigger for the current ``step``, replacing the pending one."""
-        if step.status != _CURRENT:
+        if step.status != CURRENT:
             raise InvalidTransition(
                 f"cannot schedule a trigger for {step.label}: it is {step.status}"
             )
-        if self.trigger is not None:
-            self.withdraw_trigger("replaced by a newer trigger")
         trigger = {
             "trigger_id": ids.new_trigger_id(),
             "task_id": self.task_id,
@@ -618,20 +711,6 @@ class Task(Aggregate):
         )
         return trigger
 
-    def withdraw_trigger(self, reason: str) -> None:
-        if self.trigger is None:
-            return
-        self.trigger_event(
-            self.TriggerWithdrawn,
-            trigger_id=self.trigger["trigger_id"],
-            reason=reason,
-            display_message=f"Trigger withdrawn: {reason}",
-        )
-
-    def _withdraw_trigger_of(self, step: Step, reason: str) -> None:
-        if self.trigger is not None and self.trigger["step_id"] == step.step_id:
-            self.withdraw_trigger(reason)
-
     def add_context(self, key: str, value: Any) -> None:
         self.require_not_ended("add context to")
         self.trigger_event(
@@ -641,7 +720,6 @@ class Task(Aggregate):
     def end(self, verb: str, message: str | None) -> None:
         """Ends the task (``complete``, ``fail`` or ``cancel``), its steps as the contract says."""
         status = TASK_LIFECYCLE.check(verb, self.status, self.label)
-        self.withdraw_trigger(f"the task ended ({status})")
         for step in self.current_steps():
             if verb == "complete":
                 self.trigger_event(
@@ -662,7 +740,7 @@ class Task(Aggregate):
                 self.cancel_step(step, message)
         if verb == "cancel":
             for step in self.steps:
-                if step.status == _PENDING:
+                if step.status == PENDING:
                     self.cancel_step(step, message)
         words = {"complete": "completed", "fail": "failed", "cancel": "cancelled"}
         self.trigger_event(
@@ -680,180 +758,7 @@ class Task(Aggregate):
             return True
         return False
 
-    def revise_plan(
-        self,
-        specs: list[StepSpec],
-        ignored: list[str],
-        goal: str | None,
-        inputs_params: dict[str, Any] | None,
-    ) -> dict[str, list[str]]:
-        """Applies a checked plan: history stays, remaining steps are matched by name and kept,
-        changed or cancelled as removed, new ones added. Returns the diff (step names)."""
-        self.require_not_ended("replan")
-        history = {s.value for s in STEP_HISTORY}
-        remaining = {s.step_name: s for s in self.steps if s.status not in history}
-        wanted = {spec.step_name for spec in specs}
-        added: list[dict[str, Any]] = []
-        changed: list[dict[str, Any]] = []
-        next_index = len(self.steps)
-        for spec in specs:
-            existing = remaining.get(spec.step_name)
-            if existing is None:
-                added.append(_step_from_spec(self.task_id, next_index, spec))
-                next_index += 1
-            elif (
-                existing.description,
-                existing.action_instruction,
-                existing.validation_instruction,
-                existing.depends_on,
-            ) != (
-                spec.description,
-                spec.action_instruction,
-                spec.validation_instruction,
-                list(spec.depends_on),
-            ):
-                changed.append({"step_id": existing.step_id, **spec.as_dict()})
-        removed = [name for name in remaining if name not in wanted]
-        # A current step that stays must not wait on an unfinished step afterwards.
-        satisfied = {s.value for s in STEP_SATISFIED}
-        status_after = {s.step_name: s.status for s in self.steps if s.step_name not in removed}
-        status_after.update({r["step_name"]: _PENDING for r in added})
-        for spec in specs:
-            existing = remaining.get(spec.step_name)
-            if existing is not None and existing.status == _CURRENT:
-                blocking = [d for d in spec.depends_on if status_after.get(d) not in satisfied]
-                if blocking:
-                    raise InvalidPlan(
-                        f"step {spec.step_name!r} is in progress and cannot depend on unfinished "
-                        + ", ".join(map(repr, blocking)),
-                        details={"step_name": spec.step_name, "blocking": blocking},
-                    )
-        diff = {
-            "added": [r["step_name"] for r in added],
-            "changed": [r["step_name"] for r in changed],
-            "removed": removed,
-        }
-        parts = [f"{k} {', '.join(v)}" for k, v in diff.items() if v]
-        self.trigger_event(
-            self.PlanRevised,
-            added=added,
-            changed=changed,
-            removed=removed,
-            goal=goal,
-            inputs_params=inputs_params,
-            display_message="Plan revised: "
-            + ("; ".join(parts) if parts else "no change")
-            + (f" (ignored finished {', '.join(ignored)})" if ignored else ""),
-        )
-        for name in removed:
-            step = remaining[name]
-            self.cancel_step(self.step(step.step_id), "removed by a replan")
-        return diff
-
-
-class Session(Aggregate):
-    """The agent or conversation tasks belong to: at most one running task, the rest queued."""
-
-    TOPIC: ClassVar[str] = "baton:Session"
-
-    class Event(Aggregate.Event):
-        pass
-
-    class Created(Aggregate.Created):
-        TOPIC = "baton:Session.Created"
-        session_id: str
-
-    class TaskQueued(Event):
-        TOPIC = "baton:Session.TaskQueued"
-        task_id: str
-
-        def apply(self, session: Session) -> None:
-            session.queue.append(self.task_id)
-
-    class TaskActivated(Event):
-        TOPIC = "baton:Session.TaskActivated"
-        task_id: str
-
-        def apply(self, session: Session) -> None:
-            session.running = self.task_id
-            if self.task_id in session.queue:
-                session.queue.remove(self.task_id)
-
-    class TaskReleased(Event):
-        TOPIC = "baton:Session.TaskReleased"
-        task_id: str
-
-        def apply(self, session: Session) -> None:
-            if session.running == self.task_id:
-                session.running = None
-            if self.task_id in session.queue:
-                session.queue.remove(self.task_id)
-
-    class Snapshot(BaseSnapshot):
-        TOPIC = "baton:Session.Snapshot"
-
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-        self.running: str | None = None
-        self.queue: list[str] = []
-
-    @classmethod
-    def create(cls, session_id: str) -> Session:
-        return cls._create(cls.Created, id=ids.session_uuid(session_id), session_id=session_id)
-
-    @property
-    def busy(self) -> bool:
-        return self.running is not None
-
-    def admit(self, task_id: str) -> bool:
-        """Admits a new task: running when the session is free (True), else queued (False)."""
-        if self.running is None:
-            self.trigger_event(self.TaskActivated, task_id=task_id)
-            return True
-        self.trigger_event(self.TaskQueued, task_id=task_id)
-        return False
-
-    def release(self, task_id: str) -> str | None:
-        """Releases an ended task; activates and returns the next queued task, if any."""
-        was_running = self.running == task_id
-        self.trigger_event(self.TaskReleased, task_id=task_id)
-        if was_running and self.queue:
-            next_id = self.queue[0]
-            self.trigger_event(self.TaskActivated, task_id=next_id)
-            return next_id
-        return None
-
-
-class CommandRecord(Aggregate):
-    """The first reply to a command that carried an id; a repeat gets it again."""
-
-    TOPIC: ClassVar[str] = "baton:CommandRecord"
-
-    class Created(Aggregate.Created):
-        TOPIC = "baton:CommandRecord.Created"
-        command_id: str
-        subject: str
-        reply: Any
-
-    def __init__(self, command_id: str, subject: str, reply: Any) -> None:
-        self.command_id = command_id
-        self.subject = subject
-        self.reply = reply
-
-    @classmethod
-    def create(cls, command_id: str, subject: str, reply: Any) -> CommandRecord:
-        return cls._create(
-            cls.Created,
-            id=ids.command_uuid(command_id),
-            command_id=command_id,
-            subject=subject,
-            reply=reply,
-        )
-
-
-def aggregate_uuid_of_task(task_id: str) -> UUID:
-    return ids.task_uuid(task_id)
-
 
 register_topic(Task.Snapshot.TOPIC, Task.Snapshot)
-register_topic(Session.Snapshot.TOPIC, Session.Snapshot)
+
+__all__ = ["CommandRecord", "Session", "Step", "Task", "step_record"]

@@ -13,19 +13,23 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from baton.domain.errors import InvalidPlan
-from baton.domain.limits import MAX_NAME, MAX_STEPS, MAX_TEXT, check_json_depth
+from baton.domain.limits import MAX_ATTEMPTS, MAX_NAME, MAX_STEPS, MAX_TEXT, check_json_depth
 
 
 class PlanStep(BaseModel):
     """One step as a plan proposes it."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
     step_name: str = Field(min_length=1, max_length=MAX_NAME)
     description: str = Field(default="", max_length=MAX_TEXT)
     action_instruction: str | None = Field(default=None, max_length=MAX_TEXT)
     validation_instruction: str | None = Field(default=None, max_length=MAX_TEXT)
     depends_on: list[str] | None = Field(default=None, max_length=MAX_STEPS)
+    #: Attempts allowed in all (1: no automatic retry), and the delay before the second one
+    #: (doubled for each later attempt, capped at an hour).
+    max_attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
+    retry_delay_s: float = Field(default=1.0, ge=0, le=3600, allow_inf_nan=False)
 
     @field_validator("step_name")
     @classmethod
@@ -38,7 +42,7 @@ class PlanStep(BaseModel):
 class Plan(BaseModel):
     """``{goal?, inputs_params?, context?, steps: [...]}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     goal: str | None = Field(default=None, max_length=MAX_TEXT)
     inputs_params: dict[str, Any] | None = None
@@ -61,6 +65,8 @@ class StepSpec:
     action_instruction: str | None
     validation_instruction: str | None
     depends_on: tuple[str, ...] = field(default_factory=tuple)
+    max_attempts: int = 1
+    retry_delay_s: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +75,8 @@ class StepSpec:
             "action_instruction": self.action_instruction,
             "validation_instruction": self.validation_instruction,
             "depends_on": list(self.depends_on),
+            "max_attempts": self.max_attempts,
+            "retry_delay_s": self.retry_delay_s,
         }
 
 
@@ -99,7 +107,16 @@ def resolve(plan: Plan, history: Iterable[str] = ()) -> list[StepSpec]:
     specs: list[StepSpec] = []
     for i, step in enumerate(plan.steps):
         if sequential:
-            deps: tuple[str, ...] = (names[i - 1],) if i else ()
+            # Each step waits for the one before it; a history step listed in between (kept
+            # as it is) does not break the chain: the step also waits for the step before it.
+            chain: list[str] = []
+            j = i - 1
+            while j >= 0 and names[j] in known_history:
+                chain.append(names[j])
+                j -= 1
+            if j >= 0:
+                chain.append(names[j])
+            deps: tuple[str, ...] = tuple(reversed(chain))
         else:
             deps = tuple(dict.fromkeys(step.depends_on or ()))
         specs.append(
@@ -109,6 +126,8 @@ def resolve(plan: Plan, history: Iterable[str] = ()) -> list[StepSpec]:
                 action_instruction=step.action_instruction,
                 validation_instruction=step.validation_instruction,
                 depends_on=deps,
+                max_attempts=step.max_attempts,
+                retry_delay_s=float(step.retry_delay_s),
             )
         )
     defined = set(names) | known_history

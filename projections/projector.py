@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -30,33 +29,54 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 
 from baton.domain import codec
-from baton.domain.errors import InvalidRequest, NotFound
 from baton.domain.model import Task
 from baton.domain.services import BatonApp
-from baton.domain.views import history_entry, task_view
+from baton.domain.views import history_entry
 from baton.projections import rows
-from baton.projections.store import TABLES, VIEW_TABLES, ViewStore, view_store_for
+from baton.projections.queries import ViewQueries
+from baton.projections.store import VIEW_TABLES, ViewStore, view_store_for
 
 log = logging.getLogger(__name__)
 
 #: Topics of Task events (snapshots are not in the log); other aggregates only move the position.
 TASK_TOPIC_PREFIX = Task.TOPIC + "."
 
+# The context column is written on insert and when the context changed (_SET_CONTEXT).
 _UPSERT_TASK = """
 INSERT INTO {tasks} (task_id, seq, session_id, status, priority, created_at, updated_at,
-                     version, has_failed, has_open, view_json, summary_json)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     version, has_failed, has_open, header_json, context_json, trigger_json,
+                     current_index, summary_json)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (task_id) DO UPDATE SET
     session_id = excluded.session_id, status = excluded.status, priority = excluded.priority,
     created_at = excluded.created_at, updated_at = excluded.updated_at,
     version = excluded.version, has_failed = excluded.has_failed, has_open = excluded.has_open,
-    view_json = excluded.view_json, summary_json = excluded.summary_json
+    header_json = excluded.header_json, trigger_json = excluded.trigger_json,
+    current_index = excluded.current_index, summary_json = excluded.summary_json
 """
-_DELETE_READY = "DELETE FROM {ready} WHERE task_id = ?"
-_INSERT_READY = """
+_SET_CONTEXT = "UPDATE {tasks} SET context_json = ? WHERE task_id = ?"
+_UPSERT_STEP = """
+INSERT INTO {steps} (task_id, step_index, step_json) VALUES (?, ?, ?)
+ON CONFLICT (task_id, step_index) DO UPDATE SET step_json = excluded.step_json
+"""
+_UPSERT_LEASE = """
+INSERT INTO {leases} (step_id, task_id, claim_id, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (step_id) DO UPDATE SET
+    claim_id = excluded.claim_id, expires_at = excluded.expires_at
+"""
+_DELETE_LEASE = "DELETE FROM {leases} WHERE step_id = ?"
+_DELETE_LEASES_OF_TASK = "DELETE FROM {leases} WHERE task_id = ?"
+_DELETE_READY = "DELETE FROM {ready} WHERE step_id = ?"
+_DELETE_READY_OF_TASK = "DELETE FROM {ready} WHERE task_id = ?"
+_UPSERT_READY = """
 INSERT INTO {ready} (step_id, task_id, session_id, priority, fire_at, created_at, step_index,
-                     step_json)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                     ready_at, step_json)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (step_id) DO UPDATE SET
+    session_id = excluded.session_id, priority = excluded.priority,
+    fire_at = excluded.fire_at, created_at = excluded.created_at,
+    step_index = excluded.step_index, ready_at = excluded.ready_at,
+    step_json = excluded.step_json
 """
 _DELETE_TRIGGER = "DELETE FROM {triggers} WHERE task_id = ?"
 # ``published`` comes from baton_published_triggers; a concurrent mark of the same trigger
@@ -78,7 +98,6 @@ _INSERT_HISTORY = """
 INSERT INTO {history} (task_id, version, entry_json) VALUES (?, ?, ?)
 ON CONFLICT (task_id, version) DO NOTHING
 """
-_URGENCY = "priority, fire_at, created_at, task_id, step_index"
 
 
 class _Retry(Exception):
@@ -94,7 +113,7 @@ class _Batch:
         self.history: list[tuple[str, int, str]] = []
 
 
-class Projections:
+class Projections(ViewQueries):
     """The views the contract's queries need, kept in the events' store.
 
     ``catch_up()`` applies what is stored now (cheap when nothing is new); ``run()`` does so
@@ -296,22 +315,65 @@ class Projections:
         return task
 
     def _write(self, cursor: Any, batch: _Batch) -> None:
+        """Writes what the batch changed: each task's header row, the rows of the steps its
+        events changed (every step for a task new to this cache), their queue rows, its
+        trigger, and the history entries."""
         sql = self.store.sql
-        task_rows, ready, triggers, no_trigger = [], [], [], []
+        task_rows: list[tuple[Any, ...]] = []
+        contexts: list[tuple[str, str]] = []
+        steps: list[tuple[str, int, str]] = []
+        ready: list[tuple[Any, ...]] = []
+        unready: list[tuple[str]] = []
+        whole: list[tuple[str]] = []
+        triggers: list[tuple[Any, ...]] = []
+        no_trigger: list[tuple[str]] = []
+        leases: list[tuple[Any, ...]] = []
+        no_lease: list[tuple[str]] = []
         for aggregate_id, task in batch.tasks.items():
-            seq = batch.seqs[aggregate_id]
-            task_rows.append(rows.task_row(task, seq))
-            ready.extend(rows.ready_rows(task))
+            changed, context_changed = task.take_changes()
+            context_json = rows.dumps(task.context) if context_changed or changed is None else ""
+            task_rows.append(rows.task_row(task, batch.seqs[aggregate_id], context_json or "{}"))
+            if context_json:  # an existing row keeps its context on upsert
+                contexts.append((context_json, task.task_id))
+            if changed is None:
+                whole.append((task.task_id,))
+                indexes: Any = range(len(task.steps))
+            else:
+                indexes = sorted(changed)
+            for index in indexes:
+                step = task.steps[index]
+                rendered = rows.step_json(task, step)
+                steps.append((task.task_id, index, rendered))
+                if rows.claimable(task, step):
+                    ready.append(rows.ready_row(task, step, rendered))
+                elif changed is not None:
+                    unready.append((step.step_id,))
+                lease = rows.lease_row(task, step)
+                if lease is not None:
+                    leases.append(lease)
+                elif changed is not None:
+                    no_lease.append((step.step_id,))
             trigger = rows.trigger_row(task)
             if trigger is None:
                 no_trigger.append((task.task_id,))
             else:
                 triggers.append((*trigger, trigger[1]))
-        deleted = [(task.task_id,) for task in batch.tasks.values()]
         cursor.executemany(sql(_UPSERT_TASK), task_rows)
-        cursor.executemany(sql(_DELETE_READY), deleted)
+        if contexts:
+            cursor.executemany(sql(_SET_CONTEXT), contexts)
+        if whole:
+            cursor.executemany(sql(_DELETE_READY_OF_TASK), whole)
+            cursor.executemany(sql(_DELETE_LEASES_OF_TASK), whole)
+        if no_lease:
+            cursor.executemany(sql(_DELETE_LEASE), no_lease)
+        if leases:
+            cursor.executemany(sql(_UPSERT_LEASE), leases)
+        if unready:
+            cursor.executemany(sql(_DELETE_READY), unready)
+        if steps:
+            cursor.executemany(sql(_UPSERT_STEP), steps)
         if ready:
-            cursor.executemany(sql(_INSERT_READY), ready)
+            cursor.executemany(sql(_UPSERT_READY), ready)
         if no_trigger:
             cursor.executemany(sql(_DELETE_TRIGGER), no_trigger)
         if triggers:
@@ -319,237 +381,6 @@ class Projections:
         if batch.history:
             cursor.executemany(sql(_INSERT_HISTORY), batch.history)
 
-    # -- queries -----------------------------------------------------------------------------
-    def active(self, session_id: str) -> dict[str, Any] | None:
-        """The session's running task view, or None."""
-        with self.store.read() as cursor:
-            cursor.execute(
-                self.store.sql(
-                    "SELECT view_json FROM {tasks} WHERE session_id = ? AND status = 'running'"
-                    " ORDER BY seq LIMIT 1"
-                ),
-                (session_id,),
-            )
-            row = cursor.fetchone()
-        return None if row is None else _loads(row["view_json"])
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        """The task view; NotFound for an unknown task."""
-        with self.store.read() as cursor:
-            cursor.execute(
-                self.store.sql("SELECT view_json FROM {tasks} WHERE task_id = ?"), (task_id,)
-            )
-            row = cursor.fetchone()
-        if row is None:
-            raise NotFound(f"no task {task_id!r}")
-        view: dict[str, Any] = _loads(row["view_json"])
-        return view
-
-    def tasks(
-        self,
-        status: str | None = None,
-        session_id: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> dict[str, Any]:
-        """``{tasks: [summary...], cursor}`` in creation order; ``cursor`` (None on the last
-        page) passed as ``after`` gives the next page."""
-        if limit < 1:
-            raise InvalidRequest("limit must be at least 1")
-        where: list[str] = ["seq > ?"]
-        params: list[Any] = [_cursor_position(after)]
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        statement = (
-            "SELECT seq, summary_json FROM {tasks} WHERE "
-            + " AND ".join(where)
-            + " ORDER BY seq LIMIT ?"
-        )
-        with self.store.read() as cursor:
-            cursor.execute(self.store.sql(statement), (*params, limit + 1))
-            found = cursor.fetchall()
-        page = found[:limit]
-        more = len(found) > limit
-        return {
-            "tasks": [_loads(row["summary_json"]) for row in page],
-            "cursor": str(page[-1]["seq"]) if more else None,
-        }
-
-    def queue(self, session_id: str | None = None, limit: int = 100) -> dict[str, Any]:
-        """``{steps, triggers}``: ready and current-unclaimed steps of running tasks, most
-        urgent first (priority, fire_at, age), and pending triggers (priority, fire_at)."""
-        scope, params = ("WHERE session_id = ? ", (session_id,)) if session_id else ("", ())
-        with self.store.read() as cursor:
-            cursor.execute(
-                self.store.sql(
-                    f"SELECT step_json FROM {{ready}} {scope}ORDER BY {_URGENCY} LIMIT ?"
-                ),
-                (*params, limit),
-            )
-            steps = [_loads(row["step_json"]) for row in cursor.fetchall()]
-            cursor.execute(
-                self.store.sql(
-                    f"SELECT trigger_json FROM {{triggers}} {scope}"
-                    "ORDER BY priority, fire_at, trigger_id LIMIT ?"
-                ),
-                (*params, limit),
-            )
-            triggers = [_loads(row["trigger_json"]) for row in cursor.fetchall()]
-        return {"steps": steps, "triggers": triggers}
-
-    def history(self, task_id: str, version: int | None = None) -> dict[str, Any]:
-        """``{task_id, events}`` in order; with ``version``, ``{task_id, version, task}``: the
-        task view as it was then (reconstructed from the store). NotFound for an unknown task
-        or a version it never had."""
-        if version is not None:
-            if version < 1:
-                raise NotFound(f"task {task_id!r} has no version {version}")
-            task = self.app.get_task(task_id, version)
-            return {"task_id": task_id, "version": version, "task": task_view(task)}
-        with self.store.read() as cursor:
-            cursor.execute(
-                self.store.sql("SELECT 1 AS found FROM {tasks} WHERE task_id = ?"), (task_id,)
-            )
-            if cursor.fetchone() is None:
-                raise NotFound(f"no task {task_id!r}")
-            cursor.execute(
-                self.store.sql(
-                    "SELECT entry_json FROM {history} WHERE task_id = ? ORDER BY version"
-                ),
-                (task_id,),
-            )
-            events = [_loads(row["entry_json"]) for row in cursor.fetchall()]
-        return {"task_id": task_id, "events": events}
-
-    # -- the trigger scheduler ---------------------------------------------------------------
-    def due_triggers(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
-        """Pending, unpublished triggers with ``fire_at <= now``, earliest first."""
-        with self.store.read() as cursor:
-            cursor.execute(
-                self.store.sql(
-                    "SELECT trigger_json FROM {triggers} WHERE published = 0 AND fire_at <= ?"
-                    " ORDER BY fire_at, priority, trigger_id LIMIT ?"
-                ),
-                (now, limit),
-            )
-            return [_loads(row["trigger_json"]) for row in cursor.fetchall()]
-
-    def next_fire_at(self) -> float | None:
-        """The earliest ``fire_at`` of the pending, unpublished triggers, or None."""
-        with self.store.read() as cursor:
-            cursor.execute(
-                self.store.sql("SELECT MIN(fire_at) AS fire_at FROM {triggers} WHERE published = 0")
-            )
-            row = cursor.fetchone()
-        return None if row is None or row["fire_at"] is None else float(row["fire_at"])
-
-    def mark_trigger_published(self, trigger_id: str) -> None:
-        """Records durably that ``trigger_id`` went out; rebuilds keep the mark."""
-        self.mark_triggers_published([trigger_id])
-
-    def mark_triggers_published(self, trigger_ids: list[str]) -> None:
-        """Records durably, in one transaction, that the triggers went out."""
-        if not trigger_ids:
-            return
-        now = time.time()
-        with self.store.write() as cursor:
-            cursor.executemany(
-                self.store.sql(
-                    "INSERT INTO {published} (trigger_id, published_at) VALUES (?, ?)"
-                    " ON CONFLICT (trigger_id) DO NOTHING"
-                ),
-                [(trigger_id, now) for trigger_id in trigger_ids],
-            )
-            cursor.executemany(
-                self.store.sql("UPDATE {triggers} SET published = 1 WHERE trigger_id = ?"),
-                [(trigger_id,) for trigger_id in trigger_ids],
-            )
-
-    # -- domain.services.ReadyWork -----------------------------------------------------------
-    def candidate_tasks(self, session_id: str | None, limit: int) -> list[str]:
-        """Task ids holding ready or current-unclaimed steps, most urgent first."""
-        scope, params = ("WHERE session_id = ? ", (session_id,)) if session_id else ("", ())
-        statement = self.store.sql(
-            f"SELECT task_id FROM {{ready}} {scope}ORDER BY {_URGENCY} LIMIT ? OFFSET ?"
-        )
-        page = max(4 * limit, 64)
-        found: dict[str, None] = {}
-        offset = 0
-        with self.store.read() as cursor:
-            while len(found) < limit:
-                cursor.execute(statement, (*params, page, offset))
-                batch = cursor.fetchall()
-                for row in batch:
-                    found.setdefault(row["task_id"], None)
-                if len(batch) < page:
-                    break
-                offset += page
-        return list(found)[:limit]
-
-    def idle_status(self, session_id: str | None) -> str:
-        """``failed`` (a running task has a failed step), ``blocked`` (a running task has
-        pending or current steps, or a task is queued) or ``done``."""
-        with self.store.read() as cursor:
-            if session_id:
-                # A session's live tasks: its running one and its queue (the session index).
-                cursor.execute(
-                    self.store.sql(
-                        "SELECT status, has_failed, has_open FROM {tasks}"
-                        " WHERE session_id = ? AND status IN ('running', 'queued')"
-                    ),
-                    (session_id,),
-                )
-                live = [(r["status"], r["has_failed"], r["has_open"]) for r in cursor.fetchall()]
-                if any(status == "running" and failed for status, failed, _ in live):
-                    return "failed"
-                if any(status == "queued" or open_ for status, _, open_ in live):
-                    return "blocked"
-                return "done"
-            for status, condition in (
-                ("failed", "status = 'running' AND has_failed = 1"),
-                ("blocked", "status = 'running' AND has_open = 1"),
-                ("blocked", "status = 'queued'"),
-            ):
-                cursor.execute(
-                    self.store.sql(f"SELECT 1 AS found FROM {{tasks}} WHERE {condition} LIMIT 1")
-                )
-                if cursor.fetchone() is not None:
-                    return status
-        return "done"
-
-    # -- diagnostics -------------------------------------------------------------------------
-    def dump(self) -> dict[str, list[dict[str, Any]]]:
-        """Every row of every view (JSON columns parsed), in key order: for tests and audits."""
-        keys = {
-            "tasks": "task_id",
-            "ready": "step_id",
-            "triggers": "task_id",
-            "history": "task_id, version",
-            "published": "trigger_id",
-        }
-        out: dict[str, list[dict[str, Any]]] = {}
-        with self.store.read() as cursor:
-            for table, key in keys.items():
-                cursor.execute(self.store.sql(f"SELECT * FROM {{{table}}} ORDER BY {key}"))
-                out[TABLES[table]] = [
-                    {k: _loads(v) if k.endswith("_json") else v for k, v in dict(row).items()}
-                    for row in cursor.fetchall()
-                ]
-        return out
-
 
 def _loads(text: str) -> Any:  # the views hold JSON objects
     return codec.loads(text)
-
-
-def _cursor_position(after: str | None) -> int:
-    if after is None or after == "":
-        return 0
-    try:
-        return int(after)
-    except ValueError:
-        raise InvalidRequest(f"not a cursor of baton.query.tasks: {after!r}") from None

@@ -1,23 +1,30 @@
-"""View rows rendered from a Task's state: pure functions, the same live and on a rebuild."""
+"""View rows rendered from a Task's state: pure functions, the same live and on a rebuild.
+
+A task is stored as a header row (its fields, counters, trigger and current step index; its
+context in a column of its own, written only when it changes) and one row per step, so an event
+rewrites the rows of the steps it changed, not the task.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from baton.domain import codec
-from baton.domain.lifecycle import StepStatus
+from baton.domain.handlers import urgency
 from baton.domain.model import Step, Task
-from baton.domain.views import step_view, task_summary, task_view
-
-_OPEN = {StepStatus.PENDING.value, StepStatus.CURRENT.value}
+from baton.domain.steps import CURRENT, FAILED, PENDING
+from baton.domain.views import dependency_results, render_step, task_header, task_summary
 
 
 def dumps(value: Any) -> str:
     return codec.dumps(value)
 
 
-def task_row(task: Task, seq: int) -> tuple[Any, ...]:
-    """``baton_tasks``: one row per task, with its full view and its summary."""
+def task_row(task: Task, seq: int, context_json: str) -> tuple[Any, ...]:
+    """``baton_tasks``: the task's header, counters, trigger and summary."""
+    header = task_header(task)
+    del header["context"]
+    current = task.first_current()
     return (
         task.task_id,
         seq,
@@ -27,52 +34,48 @@ def task_row(task: Task, seq: int) -> tuple[Any, ...]:
         task.created_at,
         task.modified_on.timestamp(),
         task.version,
-        int(any(s.status == StepStatus.FAILED.value for s in task.steps)),
-        int(any(s.status in _OPEN for s in task.steps)),
-        dumps(task_view(task)),
+        int(task.count(FAILED) > 0),
+        int(task.count(PENDING) + task.count(CURRENT) > 0),
+        dumps(header),
+        context_json,
+        None if task.trigger is None else dumps(task.trigger),
+        None if current is None else current.step_index,
         dumps(task_summary(task)),
     )
 
 
-def _urgency(task: Task, step: Step) -> tuple[int, float]:
-    """A step's priority and fire_at: its pending trigger's, else its task's."""
-    trigger = task.trigger
-    if trigger is not None and trigger.get("step_id") == step.step_id:
-        return int(trigger["priority"]), float(trigger["fire_at"])
-    return task.priority, task.created_at
+def step_json(task: Task, step: Step) -> str:
+    """A step as the task view shows it (readiness as of no particular time: a step waiting
+    out its retry delay is shown not ready, with its ``retry_at``)."""
+    return dumps(render_step(task, step, None, dependency_results(task, step)))
 
 
 def claimable(task: Task, step: Step) -> bool:
-    """Ready, or current and unclaimed, in a running task."""
+    """Ready (perhaps after its retry delay), or current and unclaimed, in a running task."""
     if not task.running:
         return False
-    if step.status == StepStatus.CURRENT.value:
+    if step.status == CURRENT:
         return step.claimed_by is None
-    return task.is_ready(step)
+    return step.status == PENDING and task.dependencies_satisfied(step)
 
 
-def ready_rows(task: Task) -> list[tuple[Any, ...]]:
-    """``baton_ready_steps``: the task's claimable steps with their ordering keys."""
-    rows = []
-    for step in task.steps:
-        if not claimable(task, step):
-            continue
-        priority, fire_at = _urgency(task, step)
-        view = step_view(task, step)
-        view.update(session_id=task.session_id, priority=priority, fire_at=fire_at)
-        rows.append(
-            (
-                step.step_id,
-                task.task_id,
-                task.session_id,
-                priority,
-                fire_at,
-                task.created_at,
-                step.step_index,
-                dumps(view),
-            )
-        )
-    return rows
+def ready_row(task: Task, step: Step, rendered: str) -> tuple[Any, ...]:
+    """``baton_ready_steps``: a claimable step with its ordering keys."""
+    priority, fire_at, created_at, _, index = urgency(task, step)
+    extra = dumps({"session_id": task.session_id, "priority": priority, "fire_at": fire_at})
+    # The queue's item: the step's view plus its ranking, joined without re-parsing.
+    item = rendered[:-1] + "," + extra[1:]
+    return (
+        step.step_id,
+        task.task_id,
+        task.session_id,
+        priority,
+        fire_at,
+        created_at,
+        index,
+        step.retry_at or 0.0,
+        item,
+    )
 
 
 def trigger_row(task: Task) -> tuple[Any, ...] | None:
@@ -88,3 +91,15 @@ def trigger_row(task: Task) -> tuple[Any, ...] | None:
         float(trigger["fire_at"]),
         dumps(trigger),
     )
+
+
+def lease_row(task: Task, step: Step) -> tuple[Any, ...] | None:
+    """``baton_claim_leases``: a held claim of a running task and when its lease runs out."""
+    if (
+        not task.running
+        or step.status != CURRENT
+        or step.claim_id is None
+        or step.lease_expires_at is None
+    ):
+        return None
+    return (step.step_id, task.task_id, step.claim_id, step.lease_expires_at)

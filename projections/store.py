@@ -25,15 +25,21 @@ from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 #: View tables (their names on PostgreSQL too; in the views file on SQLite).
 TABLES: dict[str, str] = {
     "tasks": "baton_tasks",
+    "steps": "baton_task_steps",
     "ready": "baton_ready_steps",
     "triggers": "baton_pending_triggers",
+    "leases": "baton_claim_leases",
     "history": "baton_task_history",
     "published": "baton_published_triggers",
     "meta": "baton_projection_meta",
+    "marks": "baton_prune_marks",
 }
 
 #: The tables a rebuild clears (never ``published``: what went out stays out).
-VIEW_TABLES = ("tasks", "ready", "triggers", "history")
+VIEW_TABLES = ("tasks", "steps", "ready", "triggers", "leases", "history")
+
+#: The layout of the view tables; views of an older layout are dropped and rebuilt at start.
+SCHEMA_VERSION = 2
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS {tasks} (
@@ -47,7 +53,10 @@ _DDL = [
         version {int} NOT NULL,
         has_failed INTEGER NOT NULL,
         has_open INTEGER NOT NULL,
-        view_json TEXT NOT NULL,
+        header_json TEXT NOT NULL,
+        context_json TEXT NOT NULL,
+        trigger_json TEXT,
+        current_index INTEGER,
         summary_json TEXT NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS baton_tasks_by_seq ON {tasks} (seq)",
     "CREATE INDEX IF NOT EXISTS baton_tasks_by_status ON {tasks} (status, seq)",
@@ -55,6 +64,11 @@ _DDL = [
     "CREATE INDEX IF NOT EXISTS baton_tasks_by_session_status ON {tasks} (session_id, status, seq)",
     "CREATE INDEX IF NOT EXISTS baton_tasks_failed ON {tasks} (status, has_failed)",
     "CREATE INDEX IF NOT EXISTS baton_tasks_open ON {tasks} (status, has_open)",
+    """CREATE TABLE IF NOT EXISTS {steps} (
+        task_id TEXT NOT NULL,
+        step_index INTEGER NOT NULL,
+        step_json TEXT NOT NULL,
+        PRIMARY KEY (task_id, step_index))""",
     """CREATE TABLE IF NOT EXISTS {ready} (
         step_id TEXT PRIMARY KEY,
         task_id TEXT NOT NULL,
@@ -63,6 +77,7 @@ _DDL = [
         fire_at {real} NOT NULL,
         created_at {real} NOT NULL,
         step_index INTEGER NOT NULL,
+        ready_at {real} NOT NULL,
         step_json TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS baton_ready_by_task ON {ready} (task_id)",
     """CREATE INDEX IF NOT EXISTS baton_ready_by_urgency
@@ -83,6 +98,12 @@ _DDL = [
         ON {triggers} (priority, fire_at, trigger_id)""",
     """CREATE INDEX IF NOT EXISTS baton_triggers_by_session
         ON {triggers} (session_id, priority, fire_at, trigger_id)""",
+    """CREATE TABLE IF NOT EXISTS {leases} (
+        step_id TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        claim_id TEXT NOT NULL,
+        expires_at {real} NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS baton_leases_by_expiry ON {leases} (expires_at)",
     """CREATE TABLE IF NOT EXISTS {history} (
         task_id TEXT NOT NULL,
         version {int} NOT NULL,
@@ -91,10 +112,15 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS {published} (
         trigger_id TEXT PRIMARY KEY,
         published_at {real} NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS {marks} (
+        at {real} PRIMARY KEY,
+        position {int} NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS {meta} (
         id INTEGER PRIMARY KEY,
-        generation {int} NOT NULL)""",
-    "INSERT INTO {meta} (id, generation) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+        generation {int} NOT NULL,
+        schema_version {int} NOT NULL DEFAULT 1)""",
+    "INSERT INTO {meta} (id, generation, schema_version)"
+    f" VALUES (1, 0, {SCHEMA_VERSION}) ON CONFLICT (id) DO NOTHING",
 ]
 
 _SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -103,7 +129,6 @@ _SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 class ViewStore(ABC):
     """The views' tables, transactions and tracking recorder on one backend."""
 
-    dialect: ClassVar[str]
     int_type: ClassVar[str]
     real_type: ClassVar[str]
 
@@ -126,10 +151,31 @@ class ViewStore(ABC):
         return statement
 
     def create_tables(self) -> None:
+        """Creates the views; views of an older layout (their meta row says so, or has no
+        ``schema_version``) are dropped first, with their tracking position, so they are
+        rebuilt from the events. The published-trigger marks are kept."""
         self.tracking.create_table()  # type: ignore[attr-defined]
         with self.write() as cursor:
+            if self._stored_schema_version(cursor) not in (None, SCHEMA_VERSION):
+                for table in (*VIEW_TABLES, "meta"):
+                    cursor.execute(self.sql(f"DROP TABLE IF EXISTS {{{table}}}"))
+                cursor.execute(self.sql("DELETE FROM {tracking}"))
             for statement in _DDL:
                 cursor.execute(self.sql(statement))
+
+    def _stored_schema_version(self, cursor: Any) -> int | None:
+        """The layout version of existing views: None when there are none yet."""
+        if not self._meta_exists(cursor):
+            return None
+        cursor.execute(self.sql("SELECT * FROM {meta} WHERE id = 1"))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return int(dict(row).get("schema_version", 1))
+
+    @abstractmethod
+    def _meta_exists(self, cursor: Any) -> bool:
+        """Whether the meta table exists."""
 
     @abstractmethod
     def read(self) -> Any:
@@ -166,7 +212,6 @@ class ViewStore(ABC):
 class SQLiteViewStore(ViewStore):
     """The views in their own SQLite file (WAL), with eventsourcing's SQLite datastore."""
 
-    dialect = "sqlite"
     int_type = "INTEGER"
     real_type = "REAL"
 
@@ -185,6 +230,12 @@ class SQLiteViewStore(ViewStore):
         with self.datastore.transaction(commit=True) as cursor:
             yield cursor
 
+    def _meta_exists(self, cursor: Any) -> bool:
+        cursor.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLES["meta"],)
+        )
+        return cursor.fetchone() is not None
+
     def lock_meta(self, cursor: Any) -> None:
         # A write as the first statement: the transaction takes SQLite's write lock at once
         # (waiting on a busy file), so what it reads next cannot be stale.
@@ -197,7 +248,6 @@ class SQLiteViewStore(ViewStore):
 class PostgresViewStore(ViewStore):
     """The views as ``baton_*`` tables beside the events, through the application's pool."""
 
-    dialect = "postgres"
     int_type = "BIGINT"
     real_type = "DOUBLE PRECISION"
 
@@ -216,6 +266,11 @@ class PostgresViewStore(ViewStore):
 
     def _placeholders(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def _meta_exists(self, cursor: Any) -> bool:
+        cursor.execute("SELECT to_regclass(%s) AS found", (self.names["meta"],))
+        row = cursor.fetchone()
+        return row is not None and dict(row)["found"] is not None
 
     @contextmanager
     def read(self) -> Iterator[Any]:

@@ -120,7 +120,7 @@ async def test_a_relay_killed_mid_publication_resumes_without_loss_or_repeat(
 ) -> None:
     data_dir = tmp_path / "data"
     task_ids, total = await asyncio.to_thread(make_events, data_dir, 200)
-    assert total > 3000
+    assert total > 2500  # enough for the kill to land mid-publication
     prefix = f"t{uuid.uuid4().hex[:10]}"
     stream = stream_names(prefix)[0]
     nc = await nats.connect(nats_url)

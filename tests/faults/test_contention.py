@@ -37,9 +37,12 @@ def check_view(view: dict[str, Any], sequential: bool) -> None:
     current = [s for s in view["steps"] if s["status"] == "current"]
     if sequential:
         assert len(current) <= 1, [s["step_name"] for s in current]
+    # In a sequential plan a step waits for the earlier ones to be completed, skipped or
+    # cancelled (a replan's cancelled step is done with); in a graph, cancelled never satisfies.
+    satisfied = SATISFIED | {"cancelled"} if sequential else SATISFIED
     for step in current:
         unfinished = [
-            d for d in step["depends_on"] if d in steps and steps[d]["status"] not in SATISFIED
+            d for d in step["depends_on"] if d in steps and steps[d]["status"] not in satisfied
         ]
         assert not unfinished, (step["step_name"], unfinished)
     if view["status"] == "completed":

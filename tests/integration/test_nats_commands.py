@@ -162,13 +162,17 @@ async def test_cancel_cancels_every_pending_step_and_withdraws_the_trigger(baton
 # -- task.context ------------------------------------------------------------------------------
 
 
-async def test_context_is_added_to_the_task_and_every_step(baton: Running) -> None:
+async def test_context_is_added_to_the_task_once_and_a_claimed_step_sees_it(
+    baton: Running,
+) -> None:
     task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
     view = await baton.client.add_context(
         task_id=task["task_id"], key="repo", value={"url": "git://x", "branch": None}
     )
     assert view["context"]["repo"] == {"url": "git://x", "branch": None}
-    assert all(s["context"]["repo"] == {"url": "git://x", "branch": None} for s in view["steps"])
+    assert all("repo" not in s["context"] for s in view["steps"])  # once, at the top
+    claimed = await baton.client.claim_step(task_id=task["task_id"])
+    assert claimed["step"]["context"]["repo"] == {"url": "git://x", "branch": None}
     nulled = await baton.client.add_context(task_id=task["task_id"], key="empty", value=None)
     assert nulled["context"]["empty"] is None
 

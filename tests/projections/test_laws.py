@@ -32,6 +32,12 @@ PLANS: list[dict[str, Any]] = [
     },
     {"steps": [{"step_name": "b"}, {"step_name": "d", "description": "new"}]},
     {"steps": [{"step_name": "x", "depends_on": []}]},
+    {
+        "steps": [
+            {"step_name": "a", "depends_on": [], "max_attempts": 2, "retry_delay_s": 0},
+            {"step_name": "e", "depends_on": ["a"], "max_attempts": 3, "retry_delay_s": 5},
+        ]
+    },
 ]
 
 index = st.integers(min_value=0, max_value=7)
@@ -56,7 +62,23 @@ operations = st.one_of(
     st.tuples(st.just("context"), index, st.sampled_from(["k", "j"]), st.integers(0, 9)),
     st.tuples(st.just("publish"), index),
     st.tuples(st.just("catch_up")),
+    st.tuples(st.just("lease"), index),
+    st.tuples(st.just("heartbeat"), index, index),
+    st.tuples(st.just("complete_next"), index, index),
+    st.tuples(st.just("tick"), st.sampled_from([0.5, 2.0, 10.0])),
+    st.tuples(st.just("expire")),
 )
+
+
+class Clock:
+    """The application's clock, moved by the ``tick`` operation (never ahead of real time,
+    which the views' queue compares ``ready_at`` with)."""
+
+    def __init__(self) -> None:
+        self.now = time.time() - 3600
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def apply(app: BatonApp, views: Projections, tasks: list[str], op: tuple[Any, ...]) -> None:
@@ -75,7 +97,42 @@ def apply(app: BatonApp, views: Projections, tasks: list[str], op: tuple[Any, ..
         if due:
             views.mark_trigger_published(due[op[1] % len(due)]["trigger_id"])
         return
-    if kind == "create":
+    if kind == "tick":
+        clock = app.clock
+        assert isinstance(clock, Clock)
+        clock.now += op[1]
+        return
+    if kind == "expire":
+        views.catch_up()
+        for lapsed in views.lapsed_claims(app.clock()):
+            app.handle(c.ExpireClaim(**lapsed))
+        return
+    if kind == "lease":
+        command = c.ClaimStep(task_id=task(op[1]), worker="w", lease_s=1)
+    elif kind in ("heartbeat", "complete_next"):
+        try:
+            held = [s for s in app.task_view(task(op[1]))["steps"] if s.get("claim_id") is not None]
+        except BatonError:
+            return
+        if not held:
+            return
+        claimed = held[op[2] % len(held)]
+        if kind == "heartbeat":
+            command = c.HeartbeatStep(
+                task_id=claimed["task_id"],
+                step_id=claimed["step_id"],
+                claim_id=claimed["claim_id"],
+                lease_s=1,
+            )
+        else:
+            command = c.CompleteStep(
+                task_id=claimed["task_id"],
+                step_id=claimed["step_id"],
+                claim_id=claimed["claim_id"],
+                claim_next=True,
+                lease_s=1,
+            )
+    elif kind == "create":
         _, session, priority, plan = op
         command = c.CreateTask(
             task_name="t", session_id=session, priority=priority, plan=PLANS[plan]
@@ -136,7 +193,7 @@ def check_incremental_equals_rebuild(
         assert live.lag()["behind"] == 0
         incremental = live.dump()
         for row in incremental["baton_tasks"]:  # and the views tell the truth
-            assert row["view_json"] == app.task_view(row["task_id"])
+            assert live.task(row["task_id"]) == app.task_view(row["task_id"])
             assert live.history(row["task_id"])["events"] == app.history(row["task_id"])
 
         fresh.rebuild()  # another instance, other batch and cache sizes, same tables
@@ -152,13 +209,13 @@ def check_incremental_equals_rebuild(
 def sqlite_store() -> Iterator[Callable[[], BatonApp]]:
     with tempfile.TemporaryDirectory() as directory:
         settings_ = Settings(data_dir=Path(directory))
-        yield lambda: BatonApp(event_store_env(settings_))
+        yield lambda: BatonApp(event_store_env(settings_), clock=Clock())
 
 
 @contextmanager
 def postgres_store(url: str) -> Iterator[Callable[[], BatonApp]]:
     settings_ = Settings(data_dir=Path("."), postgres_url=url, postgres_schema=new_schema(url))
-    yield lambda: BatonApp(event_store_env(settings_))
+    yield lambda: BatonApp(event_store_env(settings_), clock=Clock())
 
 
 #: A few tasks first, then anything (including more tasks).

@@ -119,7 +119,7 @@ def test_queue_lists_pending_triggers_and_a_replaced_one_disappears(
 
     app.handle(c.CancelTask(task_id=task_id))
     views.catch_up()
-    assert views.queue() == {"steps": [], "triggers": []}
+    assert views.queue() == {"steps": [], "triggers": [], "cursor": None}
 
 
 # -- triggers for the scheduler ------------------------------------------------------------------
@@ -142,8 +142,8 @@ def test_due_triggers_are_the_pending_unpublished_ones_whose_time_has_come(
     assert views.due_triggers(now + 60, 10) == []
     assert views.next_fire_at() == future["fire_at"]
     assert views.due_triggers(now + 7200, 10) == [future]
-    # Published is not withdrawn: it stays a pending trigger of the queue until its step moves.
-    assert due in views.queue()["triggers"]
+    # A trigger that fired is no longer pending: the queue lists only the future one.
+    assert views.queue()["triggers"] == [future]
 
 
 def test_rebuild_keeps_the_published_marks(app: BatonApp, views: Projections) -> None:
@@ -154,7 +154,7 @@ def test_rebuild_keeps_the_published_marks(app: BatonApp, views: Projections) ->
     views.rebuild()
     assert views.due_triggers(time.time() + 60, 10) == []
     assert views.next_fire_at() is None
-    assert views.queue()["triggers"] == [trigger]
+    assert views.queue()["triggers"] == []  # fired before the rebuild, fired after it
 
 
 def test_a_withdrawn_trigger_is_never_due(app: BatonApp, views: Projections) -> None:

@@ -1,0 +1,144 @@
+"""Replanning a task: match a new plan against the task's steps and record the difference.
+
+Rules (docs/contract.md, "Replanning"):
+- History stays: completed, skipped, cancelled and failed steps are never changed or matched; a
+  plan step named like one is ignored, and ``depends_on`` may name one.
+- Remaining steps (pending, current) are matched by name: kept, changed, or cancelled when the
+  new plan leaves them out. New names are added.
+- In a dependency graph, a step may not depend on a cancelled step (it could never run): 400
+  naming the dependency. In a sequential plan a cancelled step counts as done.
+- A current step that stays may not wait on an unfinished step.
+- A failed step that the new plan leaves out and that no unfinished step depends on is skipped
+  ("dropped by a replan"), so it does not hold its task open.
+- A task holds at most ``MAX_STEPS`` steps, history included (413 beyond).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from baton.domain.errors import InvalidPlan, TooLarge
+from baton.domain.limits import MAX_STEPS
+from baton.domain.model import Task, step_record
+from baton.domain.plans import Plan, StepSpec, is_sequential, resolve
+from baton.domain.steps import CANCELLED, CURRENT, FAILED, Step
+from baton.domain.task_state import DONE
+
+HISTORY = frozenset({"completed", "skipped", "cancelled", "failed"})
+_SATISFIED_FOR_CURRENT = frozenset({"completed", "skipped"})
+
+
+def _differs(step: Step, spec: StepSpec) -> bool:
+    return (
+        step.description,
+        step.action_instruction,
+        step.validation_instruction,
+        list(step.depends_on),
+        step.max_attempts,
+        step.retry_delay_s,
+    ) != (
+        spec.description,
+        spec.action_instruction,
+        spec.validation_instruction,
+        list(spec.depends_on),
+        spec.max_attempts,
+        spec.retry_delay_s,
+    )
+
+
+def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
+    """Applies ``plan`` to ``task`` (events only after every check passed); returns the diff
+    as step names: ``{added, changed, removed}``."""
+    task.require_not_ended("replan")
+    history = {s.step_name: s for s in task.steps if s.status in HISTORY}
+    specs = resolve(plan, history=history)
+    sequential = is_sequential(plan)
+    ignored = [s.step_name for s in plan.steps if s.step_name in history]
+    remaining = {s.step_name: s for s in task.steps if s.status not in HISTORY}
+    wanted = {spec.step_name for spec in specs}
+
+    if not sequential:
+        for spec in specs:
+            cancelled = [
+                d for d in spec.depends_on if d in history and history[d].status == CANCELLED
+            ]
+            if cancelled:
+                raise InvalidPlan(
+                    f"step {spec.step_name!r} depends on cancelled step"
+                    f"{'s' if len(cancelled) > 1 else ''} {', '.join(map(repr, cancelled))}, "
+                    "which will never run",
+                    details={"step_name": spec.step_name, "cancelled": cancelled},
+                )
+
+    added: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    next_index = len(task.steps)
+    previous_added: str | None = None
+    for spec in specs:
+        existing = remaining.get(spec.step_name)
+        if existing is None:
+            record = step_record(spec, next_index, sequential=False)
+            if sequential and list(spec.depends_on) == ([previous_added] if previous_added else []):
+                record.pop("depends_on", None)  # implied: the step added before it
+            added.append(record)
+            previous_added = spec.step_name
+            next_index += 1
+        elif _differs(existing, spec):
+            changed.append({"step_id": existing.step_id, **spec.as_dict()})
+    if next_index > MAX_STEPS:
+        raise TooLarge(
+            f"a task holds at most {MAX_STEPS} steps, history included; this replan would "
+            f"make {next_index}",
+            details={"steps": next_index, "limit": MAX_STEPS},
+        )
+    removed = [name for name in remaining if name not in wanted]
+
+    status_after = {s.step_name: s.status for s in task.steps if s.step_name not in removed}
+    status_after.update({r["step_name"]: "pending" for r in added})
+    for spec in specs:
+        existing = remaining.get(spec.step_name)
+        if existing is not None and existing.status == CURRENT:
+            blocking = [
+                d for d in spec.depends_on if status_after.get(d) not in _SATISFIED_FOR_CURRENT
+            ]
+            if sequential:
+                blocking = [d for d in blocking if status_after.get(d) != CANCELLED]
+            if blocking:
+                raise InvalidPlan(
+                    f"step {spec.step_name!r} is in progress and cannot depend on unfinished "
+                    + ", ".join(map(repr, blocking)),
+                    details={"step_name": spec.step_name, "blocking": blocking},
+                )
+
+    diff = {
+        "added": [r["step_name"] for r in added],
+        "changed": [r["step_name"] for r in changed],
+        "removed": removed,
+    }
+    parts = [f"{k} {', '.join(v)}" for k, v in diff.items() if v]
+    task.trigger_event(
+        task.PlanRevised,
+        added=added,
+        changed=changed,
+        removed=removed,
+        goal=plan.goal,
+        inputs_params=plan.inputs_params,
+        sequential=sequential if sequential != task.sequential else None,
+        display_message="Plan revised: "
+        + ("; ".join(parts) if parts else "no change")
+        + (f" (ignored finished {', '.join(ignored)})" if ignored else ""),
+    )
+    for name in removed:
+        task.cancel_step(remaining[name], "removed by a replan")
+    listed = {s.step_name for s in plan.steps}
+    for name, step in history.items():
+        if (
+            step.status == FAILED
+            and name not in listed
+            and all(d.status in DONE for d in task.dependents_of(name))
+        ):
+            task.skip_step(step, "dropped by a replan; nothing depends on it")
+    if plan.context:
+        for key, value in plan.context.items():
+            task.add_context(key, value)
+    return diff
