@@ -1,6 +1,9 @@
 """The conformance harness: a property-based state machine driven over NATS against any running
 Baton deployment, checking the contract's laws after every command.
 
+(One module: hypothesis wants the rules, their reference model and the laws in one state-machine
+class, and the harness ships in the wheel so a deployment can be checked from the CLI.)
+
     from baton.adapters.harness import run_harness
     report = run_harness("nats://127.0.0.1:4222", prefix="baton", examples=50)
     assert report.ok, report.failure

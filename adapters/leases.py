@@ -77,7 +77,8 @@ class LeaseKeeper:
 
     def prune(self) -> None:
         now = time.time()
-        if now - self._pruned_at < PRUNE_INTERVAL_S:
+        interval = min(PRUNE_INTERVAL_S, max(1.0, self.idempotency_window_s / 4))
+        if now - self._pruned_at < interval:
             return
         self._pruned_at = now
         position = self.app.recorder.max_notification_id() or 0

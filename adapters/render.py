@@ -2,6 +2,7 @@
 
 Plain ANSI colours, only on a terminal and never when ``NO_COLOR`` is set (``FORCE_COLOR``
 forces them); Unicode glyphs only when the output encoding can carry them.
+(Just over 500 lines: every CLI view's rendering in one place, so they share one style.)
 """
 
 from __future__ import annotations

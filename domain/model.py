@@ -11,6 +11,10 @@ Command methods validate first and only then trigger events; an event's ``apply`
 (it runs again on every replay) and touches the steps it names, never the whole plan. Every
 class carries an explicit, stable topic so stored events read back after a refactor; events
 whose shape changed carry a ``class_version`` and an upcast.
+
+Why one module of this size: each event's ``apply`` sits beside the command method that
+triggers it and the topic that names it; split apart, a reader would have to hold three files
+to see one transition. The state it works on (indexes) and the readers are in task_state.py.
 """
 
 from __future__ import annotations
@@ -203,10 +207,7 @@ class Task(TaskState, Aggregate):
         def apply(self, task: Task) -> None:
             step = task.step(self.step_id)
             step.result = self.result
-            step.claim_id = None
-            step.lease_expires_at = None
-            task._drop_trigger_of(step)
-            task._set_status(step, COMPLETED)
+            task._leave(step, COMPLETED)
 
     class StepAttemptFailed(Event):
         """A failed attempt below the step's ``max_attempts``: ready again at ``retry_at``."""
@@ -221,11 +222,8 @@ class Task(TaskState, Aggregate):
             step = task.step(self.step_id)
             step.failure_message = self.message
             step.claimed_by = None
-            step.claim_id = None
-            step.lease_expires_at = None
             step.retry_at = self.retry_at
-            task._drop_trigger_of(step)
-            task._set_status(step, PENDING)
+            task._leave(step, PENDING)
 
     class StepFailed(Event):
         TOPIC = "baton:Task.StepFailed"
@@ -235,10 +233,7 @@ class Task(TaskState, Aggregate):
         def apply(self, task: Task) -> None:
             step = task.step(self.step_id)
             step.failure_message = self.message
-            step.claim_id = None
-            step.lease_expires_at = None
-            task._drop_trigger_of(step)
-            task._set_status(step, FAILED)
+            task._leave(step, FAILED)
 
     class StepSkipped(Event):
         TOPIC = "baton:Task.StepSkipped"
@@ -246,11 +241,7 @@ class Task(TaskState, Aggregate):
         message: str | None
 
         def apply(self, task: Task) -> None:
-            step = task.step(self.step_id)
-            step.claim_id = None
-            step.lease_expires_at = None
-            task._drop_trigger_of(step)
-            task._set_status(step, SKIPPED)
+            task._leave(task.step(self.step_id), SKIPPED)
 
     class StepCancelled(Event):
         TOPIC = "baton:Task.StepCancelled"
@@ -258,11 +249,7 @@ class Task(TaskState, Aggregate):
         reason: str | None
 
         def apply(self, task: Task) -> None:
-            step = task.step(self.step_id)
-            step.claim_id = None
-            step.lease_expires_at = None
-            task._drop_trigger_of(step)
-            task._set_status(step, CANCELLED)
+            task._leave(task.step(self.step_id), CANCELLED)
 
     class StepRetried(Event):
         TOPIC = "baton:Task.StepRetried"

@@ -7,6 +7,9 @@ the command is then re-run on fresh state, or reported as a 409 after too many a
 rejected command raises before anything is saved, so it appends nothing.
 
 The service is synchronous (eventsourcing is): adapters call it from worker threads.
+
+Why one module of this size: the unit of work, the group commit, idempotency and the size checks
+are one transaction's rules and read each other's state; the handlers are in handlers.py.
 """
 
 from __future__ import annotations
@@ -500,11 +503,13 @@ class BatonApp(Application[UUID]):
         return None if record is None else record.reply
 
     def _record_of(self, command_id: str) -> CommandRecord | None:
-        try:
-            with self.store_errors():
-                record: Aggregate = self.repository.get(ids.command_uuid(command_id))
-        except AggregateNotFoundError:
+        """The stored record of ``command_id``, read from the store (never cached: a record
+        pruned after the idempotency window must be gone)."""
+        with self.store_errors():
+            events = list(self.events.get(ids.command_uuid(command_id), limit=1))
+        if not events or not isinstance(events[0], CommandRecord.Created):
             return None
+        record = events[0].mutate(None)
         return record if isinstance(record, CommandRecord) else None
 
     # -- reading (the projections answer users; these serve tests and the planner) -------

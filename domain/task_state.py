@@ -190,6 +190,13 @@ class TaskState:
         self._link(step)
         self._place(step)
 
+    def _leave(self, step: Step, status: str) -> None:
+        """``step`` leaves its claim (if any) and its trigger behind, for ``status``."""
+        step.claim_id = None
+        step.lease_expires_at = None
+        self._drop_trigger_of(step)
+        self._set_status(step, status)
+
     def _drop_trigger_of(self, step: Step) -> None:
         """A step that stops being current takes its pending trigger with it."""
         if self.trigger is not None and self.trigger.get("step_id") == step.step_id:
