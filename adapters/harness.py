@@ -43,7 +43,6 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -110,7 +109,11 @@ class HarnessReport:
     failure: str | None = None
     program: list[str] = field(default_factory=list)
     #: How often each subject was sent, and each lease event seen (lapses, fenced commands).
-    tally: Counter[str] = field(default_factory=Counter)
+    #: (A plain dict: ``dataclasses.asdict`` rebuilds a Counter from its items, as counts of pairs.)
+    tally: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str) -> None:
+        self.tally[what] = self.tally.get(what, 0) + 1
 
     @property
     def ok(self) -> bool:
@@ -264,7 +267,7 @@ def make_machine(
 
         def submit(self, what: str, make: Any) -> tuple[Any, BatonRequestError | None]:
             report.commands += 1
-            report.tally[what] += 1
+            report.count(what)
             before = self.known_versions()
             try:
                 return call(make()), None
@@ -321,7 +324,7 @@ def make_machine(
             return ids[-1] if ids else f"{self.example}-never-issued"
 
         def expect_stale(self, what: str, error: BatonRequestError | None) -> None:
-            report.tally["stale claim fenced off"] += 1
+            report.count("stale claim fenced off")
             self.expect(
                 error is not None and error.code == 409 and error.reason == "stale_claim",
                 f"{what} with a stale claim: {error}",
@@ -651,7 +654,7 @@ def make_machine(
                 return
             self.expect(len(lapses) == 1, f"claim {claim_id} lapsed {len(lapses)} times")
             lapse = lapses[0]
-            report.tally[f"lapse: {lapse['data']['outcome']}"] += 1
+            report.count(f"lapse: {lapse['data']['outcome']}")
             then = call(client.history(task_id=task.task_id, version=lapse["version"]))["task"]
             step = next(s for s in then["steps"] if s["step_id"] == step_id)
             attempts, limit = step["attempts"], step["max_attempts"]
