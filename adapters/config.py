@@ -165,10 +165,6 @@ class Settings:
     def workspaces(self) -> Path:
         return self.workspace_root or self.data_dir / "workspaces"
 
-    @property
-    def uses_postgres(self) -> bool:
-        return self.postgres_url is not None
-
 
 def nats_servers(url: str) -> list[str]:
     """``nats://a:4222,nats://b:4222`` as ``["nats://a:4222", "nats://b:4222"]``."""

@@ -18,14 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from baton.domain.errors import InvalidPlan, TooLarge
+from baton.domain.lifecycle import STEP_HISTORY, STEP_SATISFIED
 from baton.domain.limits import MAX_STEPS
 from baton.domain.model import Task, step_record
 from baton.domain.plans import Plan, StepSpec, is_sequential, resolve
 from baton.domain.steps import CANCELLED, CURRENT, FAILED, Step
 from baton.domain.task_state import DONE
 
-HISTORY = frozenset({"completed", "skipped", "cancelled", "failed"})
-_SATISFIED_FOR_CURRENT = frozenset({"completed", "skipped"})
+HISTORY = frozenset(s.value for s in STEP_HISTORY)
+_SATISFIED_FOR_CURRENT = frozenset(s.value for s in STEP_SATISFIED)
 
 
 def _differs(step: Step, spec: StepSpec) -> bool:

@@ -19,19 +19,18 @@ from __future__ import annotations
 from typing import Any, Final
 
 from baton.domain.errors import NotFound
+from baton.domain.lifecycle import STEP_FINISHED, STEP_SATISFIED
 from baton.domain.steps import (
-    CANCELLED,
-    COMPLETED,
     CURRENT,
     PENDING,
-    SKIPPED,
     IndexHeap,
     Step,
 )
 
-_GRAPH_SATISFYING: Final = frozenset({COMPLETED, SKIPPED})
-_SEQUENTIAL_SATISFYING: Final = frozenset({COMPLETED, SKIPPED, CANCELLED})
-DONE: Final = frozenset({COMPLETED, SKIPPED, CANCELLED})
+_GRAPH_SATISFYING: Final = frozenset(s.value for s in STEP_SATISFIED)
+#: Finished: what a sequential plan's later steps wait for, and what completes a task.
+DONE: Final = frozenset(s.value for s in STEP_FINISHED)
+_SEQUENTIAL_SATISFYING: Final = DONE
 
 #: Attributes derived from the steps; never stored in a snapshot.
 DERIVED: Final = frozenset(
