@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import threading
 import time
@@ -385,7 +386,9 @@ def make_machine(
 
         @rule(plan=plans(), session=st.integers(0, 1), priority=st.integers(0, 9))
         def create(self, plan: dict[str, Any], session: int, priority: int) -> None:
-            session_id = f"{self.example}-s{session}"
+            # A private session ("_..."): unscoped claims and the unscoped queue of real
+            # workers never see its steps; only claims naming it or its tasks do.
+            session_id = f"_{self.example}-s{session}"
             reply, error = self.send(
                 "create_task",
                 task_name=f"{self.example} task {len(self.tasks)}",
@@ -698,6 +701,14 @@ def make_machine(
             self.expect(reply["context"].get(key) == value, "context not added")
 
         # -- laws ------------------------------------------------------------------------------
+        def teardown(self) -> None:
+            """Leaves nothing live behind: every task this sequence made and did not end is
+            cancelled (a real worker must never find a harness step)."""
+            for task in self.tasks:
+                if task.status not in ENDED:
+                    with contextlib.suppress(Exception):
+                        call(client.cancel_task(task_id=task.task_id, reason="harness cleanup"))
+
         @invariant()
         def laws(self) -> None:
             for task in self.tasks:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from baton.domain.services import BatonApp
 
 _URGENCY = "priority, fire_at, created_at, task_id, step_index"
+#: Sessions named ``_...`` are private: only a query or claim naming them (or their tasks)
+#: sees their steps and triggers (the harness runs in one, so real workers never get its steps).
+_PUBLIC = "substr(session_id, 1, 1) <> '_' "
 #: Largest integer a cursor may hold (SQLite and PostgreSQL integers are 64-bit).
 _MAX_CURSOR = 2**63 - 1
 #: A page's room when the application knows no message limit (not connected to NATS).
@@ -167,7 +170,9 @@ class ViewQueries:
         (priority, fire_at, age), and triggers not yet fired (priority, fire_at). ``cursor``
         (None on the last page), passed as ``after``, gives the next page of steps."""
         start = _int_cursor(after, "baton.query.queue")
-        scope, params = ("AND session_id = ? ", (session_id,)) if session_id else ("", ())
+        scope, params = (
+            ("AND session_id = ? ", (session_id,)) if session_id else (f"AND {_PUBLIC}", ())
+        )
         page = _Page(self.page_bytes())
         with self.store.read() as cursor:
             cursor.execute(
@@ -185,7 +190,7 @@ class ViewQueries:
             more = page.full or len(found) > limit
             triggers: list[Any] = []
             if not page.full:
-                tscope = "AND session_id = ? " if session_id else ""
+                tscope = "AND session_id = ? " if session_id else f"AND {_PUBLIC}"
                 cursor.execute(
                     self.store.sql(
                         f"SELECT trigger_json FROM {{triggers}} WHERE published = 0 {tscope}"
@@ -360,8 +365,11 @@ class ViewQueries:
 
     # -- domain.services.ReadyWork ---------------------------------------------------------
     def candidate_tasks(self, session_id: str | None, limit: int) -> list[str]:
-        """Task ids holding claimable steps now, most urgent first."""
-        scope, params = ("AND session_id = ? ", (session_id,)) if session_id else ("", ())
+        """Task ids holding claimable steps now, most urgent first (private sessions only when
+        named)."""
+        scope, params = (
+            ("AND session_id = ? ", (session_id,)) if session_id else (f"AND {_PUBLIC}", ())
+        )
         statement = self.store.sql(
             f"SELECT task_id FROM {{ready}} WHERE ready_at <= ? {scope}"
             f"ORDER BY {_URGENCY} LIMIT ? OFFSET ?"
@@ -405,7 +413,9 @@ class ViewQueries:
                 ("blocked", "status = 'queued'"),
             ):
                 cursor.execute(
-                    self.store.sql(f"SELECT 1 AS found FROM {{tasks}} WHERE {condition} LIMIT 1")
+                    self.store.sql(
+                        f"SELECT 1 AS found FROM {{tasks}} WHERE {condition} AND {_PUBLIC}LIMIT 1"
+                    )
                 )
                 if cursor.fetchone() is not None:
                     return status

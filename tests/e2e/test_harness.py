@@ -12,6 +12,7 @@ import nats.errors
 import pytest
 from hypothesis import settings
 
+from baton.adapters.client import BatonClient
 from baton.adapters.harness import main, run_harness_async
 from tests.faults.support import ServiceProcess, emit, new_prefix
 
@@ -37,6 +38,17 @@ async def test_the_harness_finds_no_contract_break_in_baton(
     assert report.ok, report.summary()
     assert report.commands > EXAMPLES and report.rejected > 0 and report.checks > report.commands
     assert service.alive
+    # It ran in private sessions and cleaned up (issue 13 item 15): nothing of it is live, and
+    # a real worker's unscoped view of the queue holds none of its steps.
+    client = await BatonClient.connect(service.nats_url, prefix=service.prefix)
+    try:
+        for status in ("running", "queued"):
+            page = await client.tasks(status=status, limit=1000)
+            assert not [t for t in page["tasks"] if t["task_name"].startswith(report.run_id)]
+        queue = await client.queue(limit=1000)
+        assert not [s for s in queue["steps"] if s["session_id"].startswith("_")]
+    finally:
+        await client.close()
     emit(capsys, report.summary())
 
 

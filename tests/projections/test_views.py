@@ -368,3 +368,17 @@ def test_idle_status_says_failed_blocked_or_done(app: BatonApp, views: Projectio
     app.handle(c.CancelTask(task_id=task_id))
     views.catch_up()
     assert views.idle_status(None) == "done"
+
+
+def test_a_private_session_is_seen_only_when_named(app: BatonApp, views: Projections) -> None:
+    # Issue 13 item 15: the harness runs in "_..." sessions; a real worker's unscoped claim or
+    # queue never gets their steps.
+    private = app.handle(c.CreateTask(task_name="h", session_id="_harness-1", plan=seq("a")))
+    app.ready_work = views
+    views.catch_up()
+    assert views.queue()["steps"] == []
+    assert app.handle(c.ClaimStep(worker="real")) == {"step": None, "queue_status": "done"}
+    named = views.queue(session_id="_harness-1")["steps"]
+    assert [s["task_id"] for s in named] == [private["task_id"]]
+    claimed = app.handle(c.ClaimStep(session_id="_harness-1", worker="harness"))
+    assert claimed["step"]["task_id"] == private["task_id"]
