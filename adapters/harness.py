@@ -672,7 +672,7 @@ def make_machine(
             outcome = (
                 "failed"
                 if limit > 1 and attempts >= limit
-                else ("current" if then["sequential"] else "ready")
+                else ("current" if then["sequential"] and limit == 1 else "ready")
             )
             self.expect(lapse["data"]["outcome"] == outcome, f"lapse of {step}: {lapse}")
             status = {"failed": "failed", "current": "current", "ready": "pending"}[outcome]

@@ -172,9 +172,10 @@ class Task(TaskState, Aggregate):
             task._place(step)
 
     class ClaimExpired(Event):
-        """A claim's lease lapsed: the step is handed out again (``ready`` or, for the
-        current step of a sequential plan, ``current``), or ``failed`` when the lapse was the
-        last attempt its retry policy allows."""
+        """A claim's lease lapsed: the step is handed out again (``ready``, after its retry
+        delay under a retry policy; ``current`` for a sequential plan's step without one), or
+        ``failed`` when the lapse was the last attempt its retry policy allows. Under a retry
+        policy a lapse counts as an attempt, in a sequential plan too."""
 
         TOPIC = "baton:Task.ClaimExpired"
         step_id: str
@@ -579,8 +580,8 @@ class Task(TaskState, Aggregate):
         retry_at: float | None = None
         if step.max_attempts > 1 and step.attempts >= step.max_attempts:
             outcome = "failed"
-        elif self.sequential:
-            outcome = "current"
+        elif self.sequential and step.max_attempts == 1:
+            outcome = "current"  # no policy: the sequential plan's current step stays current
         else:
             outcome = "ready"
             if step.max_attempts > 1:

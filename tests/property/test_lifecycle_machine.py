@@ -154,12 +154,12 @@ class Ref:
         s.failure_message = message
 
     def expire(self, s: RefStep, now: float) -> None:
-        """A lapsed lease: failed on the last attempt, still current in a sequential plan,
-        ready again (after the retry delay, under a retry policy) otherwise."""
+        """A lapsed lease: failed on the last attempt, still current in a sequential plan
+        without a retry policy, ready again (after the retry delay, under a policy) otherwise."""
         if s.max_attempts > 1 and s.attempts >= s.max_attempts:
             self.leave(s, "failed")
             s.failure_message = "the claim's lease lapsed"
-        elif self.sequential:
+        elif self.sequential and s.max_attempts == 1:
             pass
         else:
             self.leave(s, "pending")

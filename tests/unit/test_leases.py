@@ -167,3 +167,16 @@ def test_complete_with_claim_next_claims_in_the_same_reply(app):
 def test_a_lease_outside_its_bounds_is_refused(lease):
     with pytest.raises(ValueError):
         c.ClaimStep(task_id="t", lease_s=lease)
+
+
+def test_a_lapse_counts_as_an_attempt_in_a_sequential_plan_too(app, clock):
+    plan = {
+        "steps": [{"step_name": "a", "max_attempts": 2, "retry_delay_s": 0}, {"step_name": "b"}]
+    }
+    view = create(app, plan)
+    for expected in ("pending", "failed"):
+        held = claim(app, view["task_id"], lease_s=1)
+        assert held["step_name"] == "a"
+        clock.now += 2
+        assert expire(app, held)
+        assert step(app.task_view(view["task_id"]), "a")["status"] == expected
