@@ -358,28 +358,23 @@ class Projections(ViewQueries):
                 no_trigger.append((task.task_id,))
             else:
                 triggers.append((*trigger, trigger[1]))
-        cursor.executemany(sql(_UPSERT_TASK), task_rows)
-        if contexts:
-            cursor.executemany(sql(_SET_CONTEXT), contexts)
-        if whole:
-            cursor.executemany(sql(_DELETE_READY_OF_TASK), whole)
-            cursor.executemany(sql(_DELETE_LEASES_OF_TASK), whole)
-        if no_lease:
-            cursor.executemany(sql(_DELETE_LEASE), no_lease)
-        if leases:
-            cursor.executemany(sql(_UPSERT_LEASE), leases)
-        if unready:
-            cursor.executemany(sql(_DELETE_READY), unready)
-        if steps:
-            cursor.executemany(sql(_UPSERT_STEP), steps)
-        if ready:
-            cursor.executemany(sql(_UPSERT_READY), ready)
-        if no_trigger:
-            cursor.executemany(sql(_DELETE_TRIGGER), no_trigger)
-        if triggers:
-            cursor.executemany(sql(_UPSERT_TRIGGER), triggers)
-        if batch.history:
-            cursor.executemany(sql(_INSERT_HISTORY), batch.history)
+        # In this order: deletions of a task rewritten whole come before its new rows.
+        for statement, values in (
+            (_UPSERT_TASK, task_rows),
+            (_SET_CONTEXT, contexts),
+            (_DELETE_READY_OF_TASK, whole),
+            (_DELETE_LEASES_OF_TASK, whole),
+            (_DELETE_LEASE, no_lease),
+            (_UPSERT_LEASE, leases),
+            (_DELETE_READY, unready),
+            (_UPSERT_STEP, steps),
+            (_UPSERT_READY, ready),
+            (_DELETE_TRIGGER, no_trigger),
+            (_UPSERT_TRIGGER, triggers),
+            (_INSERT_HISTORY, batch.history),
+        ):
+            if values:
+                cursor.executemany(sql(statement), values)
 
 
 def _loads(text: str) -> Any:  # the views hold JSON objects
