@@ -364,16 +364,19 @@ class BatonClient:
         session_id: str | None = None,
         task_id: str | None = None,
         worker: str | None = None,
+        lease_s: float | None = None,
         command_id: str | None = None,
         msg_id: str | None = None,
     ) -> dict[str, Any]:
-        """``step.claim``: ``{step, queue_status}``."""
+        """``step.claim``: ``{step, queue_status}``; the step carries ``claim_id`` and
+        ``lease_expires_at`` (``lease_s`` from now, else the service's default lease)."""
         return await self._call(
             c.ClaimStep,
             {
                 "session_id": session_id,
                 "task_id": task_id,
                 "worker": worker,
+                "lease_s": lease_s,
                 "command_id": command_id,
             },
             msg_id=msg_id,
@@ -385,13 +388,30 @@ class BatonClient:
         task_id: str,
         step_id: str,
         result: Any = None,
+        claim_id: str | None = None,
+        claim_next: bool | None = None,
+        worker: str | None = None,
+        session_id: str | None = None,
+        lease_s: float | None = None,
         command_id: str | None = None,
         msg_id: str | None = None,
     ) -> dict[str, Any]:
-        """``step.complete``: the step plus ``task_status``."""
+        """``step.complete``: the step plus ``task_status``. With ``claim_id``, only while that
+        claim holds the step (else 409 ``stale_claim``). With ``claim_next``, the reply's
+        ``next`` is a claim made right after, in ``session_id`` or else the step's task."""
         return await self._call(
             c.CompleteStep,
-            {"task_id": task_id, "step_id": step_id, "result": result, "command_id": command_id},
+            {
+                "task_id": task_id,
+                "step_id": step_id,
+                "result": result,
+                "claim_id": claim_id,
+                "claim_next": claim_next,
+                "worker": worker,
+                "session_id": session_id,
+                "lease_s": lease_s,
+                "command_id": command_id,
+            },
             msg_id=msg_id,
         )
 
@@ -401,11 +421,15 @@ class BatonClient:
         task_id: str,
         step_id: str,
         message: str | None = None,
+        claim_id: str | None = None,
         command_id: str | None = None,
         msg_id: str | None = None,
     ) -> dict[str, Any]:
-        """``step.fail``: the step plus ``task_status``."""
-        return await self._step(c.FailStep, task_id, step_id, message, command_id, msg_id)
+        """``step.fail``: the step plus ``task_status`` (with ``claim_id``: only while that
+        claim holds the step)."""
+        return await self._step(
+            c.FailStep, task_id, step_id, message, command_id, msg_id, claim_id=claim_id
+        )
 
     async def skip_step(
         self,
@@ -413,11 +437,15 @@ class BatonClient:
         task_id: str,
         step_id: str,
         message: str | None = None,
+        claim_id: str | None = None,
         command_id: str | None = None,
         msg_id: str | None = None,
     ) -> dict[str, Any]:
-        """``step.skip``: the step plus ``task_status``."""
-        return await self._step(c.SkipStep, task_id, step_id, message, command_id, msg_id)
+        """``step.skip``: the step plus ``task_status`` (with ``claim_id``: only while that
+        claim holds the step)."""
+        return await self._step(
+            c.SkipStep, task_id, step_id, message, command_id, msg_id, claim_id=claim_id
+        )
 
     async def retry_step(
         self,
@@ -431,6 +459,31 @@ class BatonClient:
         """``step.retry``: the step plus ``task_status``."""
         return await self._step(c.RetryStep, task_id, step_id, message, command_id, msg_id)
 
+    async def heartbeat_step(
+        self,
+        *,
+        task_id: str,
+        step_id: str,
+        claim_id: str,
+        lease_s: float | None = None,
+        command_id: str | None = None,
+        msg_id: str | None = None,
+    ) -> dict[str, Any]:
+        """``step.heartbeat``: extends the claim's lease to ``lease_s`` from now (else the
+        service's default); the step plus ``task_status``. 409 ``stale_claim`` when the claim
+        no longer holds the step."""
+        return await self._call(
+            c.HeartbeatStep,
+            {
+                "task_id": task_id,
+                "step_id": step_id,
+                "claim_id": claim_id,
+                "lease_s": lease_s,
+                "command_id": command_id,
+            },
+            msg_id=msg_id,
+        )
+
     async def _step(
         self,
         request: type[BaseModel],
@@ -439,10 +492,18 @@ class BatonClient:
         message: str | None,
         command_id: str | None,
         msg_id: str | None,
+        *,
+        claim_id: str | None = None,
     ) -> dict[str, Any]:
         return await self._call(
             request,
-            {"task_id": task_id, "step_id": step_id, "message": message, "command_id": command_id},
+            {
+                "task_id": task_id,
+                "step_id": step_id,
+                "message": message,
+                "claim_id": claim_id,
+                "command_id": command_id,
+            },
             msg_id=msg_id,
         )
 

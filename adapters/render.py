@@ -186,7 +186,14 @@ def step_details(
     if deps:
         lines.append(f"after {', '.join(deps)}")
     if step.get("claimed_by"):
-        lines.append(f"claimed by {step['claimed_by']}")
+        claim = f"claimed by {step['claimed_by']}"
+        if step.get("claim_id"):
+            claim += f" (claim {step['claim_id']}"
+            if step.get("lease_expires_at"):
+                until = time.strftime("%H:%M:%S", time.localtime(float(step["lease_expires_at"])))
+                claim += f", lease until {until}"
+            claim += ")"
+        lines.append(claim)
     if (step.get("attempts") or 0) > 1:
         lines.append(f"attempt {step['attempts']}")
     if step.get("result") is not None:

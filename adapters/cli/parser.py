@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from baton.adapters import contract
-from baton.adapters.cli import admin, demo, steps, tasks, watch
+from baton.adapters.cli import admin, demo, steps, tasks, watch, work
 from baton.adapters.cli.common import EXIT_OK, CliError, silence_stdout
 
 
@@ -63,6 +63,16 @@ def _plan_options(parser: argparse.ArgumentParser, goal: bool = True) -> None:
 
 def _id_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", metavar="COMMAND_ID", help="idempotency key (sent as Nats-Msg-Id)")
+
+
+def _lease_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the claim's lease (default: the service's BATON_CLAIM_LEASE_S)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,14 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(verb="cancel")
     _id_option(p)
 
-    step = sub.add_parser("step", help="claim, complete, fail, skip and retry steps")
+    step = sub.add_parser("step", help="claim, complete, fail, skip, retry and heartbeat steps")
     step_sub = step.add_subparsers(dest="step_command", metavar="ACTION", required=True)
     p = row(step_sub, "step.claim", steps.cmd_step_claim)
     p.add_argument("--session", default=None)
     p.add_argument("--task", default=None)
     p.add_argument("--worker", default=None)
+    _lease_option(p)
     _id_option(p)
-    for verb in ("complete", "fail", "skip", "retry"):
+    for verb in ("complete", "fail", "skip", "retry", "heartbeat"):
         p = row(step_sub, f"step.{verb}", steps.cmd_step)
         p.add_argument(
             "target",
@@ -172,8 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if verb == "complete":
             p.add_argument("--result", default=None, help="JSON, or a plain string")
-        else:
+            p.add_argument(
+                "--claim-next",
+                action="store_true",
+                help="then claim the next step of the task in the same request",
+            )
+            p.add_argument("--worker", default=None, help="who claims the next step")
+            _lease_option(p)
+        elif verb != "heartbeat":
             p.add_argument("--message", default=None)
+        if verb == "heartbeat":
+            p.add_argument("--claim-id", required=True, metavar="ID", help="the claim to extend")
+            _lease_option(p)
+        elif verb != "retry":
+            p.add_argument(
+                "--claim-id",
+                default=None,
+                metavar="ID",
+                help="act only while this claim holds the step (else 409 stale_claim)",
+            )
         p.set_defaults(verb=verb)
         _id_option(p)
 
@@ -235,6 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=50, help="command sequences to try")
     p.add_argument("--steps", type=int, default=20, help="commands per sequence, at most")
     p.add_argument("--timeout", type=float, default=10.0, help="per request, in seconds")
+
+    p = add(
+        sub,
+        "work",
+        work.cmd_work,
+        "claim steps and run a command per step (the step as JSON on stdin, its stdout the "
+        "result, a non-zero exit a failure)",
+    )
+    p.add_argument("--session", default=None, help="work on this session's running task")
+    p.add_argument("--task", default=None, help="work on this task only")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="steps at a time")
+    p.add_argument("--lease", type=float, default=30.0, metavar="SECONDS", help="default 30")
+    p.add_argument("--worker", default=None, help="the claims' worker name (default host-pid)")
+    p.add_argument(
+        "--until-done",
+        action="store_true",
+        help="exit once nothing is left to hand out (else run until Ctrl-C or SIGTERM)",
+    )
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
 
     p = add(sub, "demo", demo.cmd_demo, "run a small dependency plan to completion, step by step")
     p.add_argument("--session", default="demo", help="session id (default: demo)")

@@ -1,4 +1,4 @@
-"""``baton step claim|complete|fail|skip|retry``."""
+"""``baton step claim|complete|fail|skip|retry|heartbeat``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 def cmd_step_claim(args: argparse.Namespace) -> int:
     async def body(client: BatonClient, out: Output) -> None:
         reply = await client.claim_step(
-            session_id=args.session, task_id=args.task, worker=args.worker, msg_id=args.id
+            session_id=args.session,
+            task_id=args.task,
+            worker=args.worker,
+            lease_s=args.lease,
+            msg_id=args.id,
         )
         out.reply(reply, render.claim_reply)
 
@@ -31,12 +35,39 @@ def cmd_step(args: argparse.Namespace) -> int:
         if args.verb == "complete":
             result = parse_value(args.result) if args.result is not None else None
             reply = await client.complete_step(
-                task_id=task_id, step_id=step_id, result=result, msg_id=args.id
+                task_id=task_id,
+                step_id=step_id,
+                result=result,
+                claim_id=args.claim_id,
+                claim_next=args.claim_next or None,
+                worker=args.worker,
+                lease_s=args.lease,
+                msg_id=args.id,
+            )
+            out.reply(reply, render.step_reply)
+            if args.claim_next and not out.as_json:
+                out.line(render.claim_reply(reply.get("next") or {}, out.style))
+            return
+        if args.verb == "heartbeat":
+            reply = await client.heartbeat_step(
+                task_id=task_id,
+                step_id=step_id,
+                claim_id=args.claim_id,
+                lease_s=args.lease,
+                msg_id=args.id,
+            )
+        elif args.verb == "retry":
+            reply = await client.retry_step(
+                task_id=task_id, step_id=step_id, message=args.message, msg_id=args.id
             )
         else:
             method = getattr(client, f"{args.verb}_step")
             reply = await method(
-                task_id=task_id, step_id=step_id, message=args.message, msg_id=args.id
+                task_id=task_id,
+                step_id=step_id,
+                message=args.message,
+                claim_id=args.claim_id,
+                msg_id=args.id,
             )
         out.reply(reply, render.step_reply)
 

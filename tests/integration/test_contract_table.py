@@ -39,6 +39,7 @@ CLI_ARGS: dict[str, list[str]] = {
     "step.fail": ["T.0"],
     "step.skip": ["T.0"],
     "step.retry": ["T.0"],
+    "step.heartbeat": ["T.0", "--claim-id", "C"],
     "query.active": ["S"],
     "query.task": ["T"],
     "query.tasks": [],
