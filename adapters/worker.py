@@ -112,6 +112,7 @@ class _Worker:
         self.poll_s = poll_s
         self.until_done = until_done
         self.report = WorkReport()
+        self.unavailable = False
 
     # -- the slots --------------------------------------------------------------------------
     async def slot(self) -> None:
@@ -136,26 +137,36 @@ class _Worker:
 
     async def _claim(self) -> dict[str, Any] | None:
         try:
-            return await self.client.claim_step(
+            reply = await self.client.claim_step(
                 task_id=self.task_id,
                 session_id=None if self.task_id else self.session_id,
                 worker=self.worker,
                 lease_s=self.lease_s,
             )
         except BatonUnavailable as error:
-            log.warning("worker %s: cannot claim (%s); trying again", self.worker, error.message)
+            if not self.unavailable:  # once per outage, not once per poll
+                log.warning(
+                    "worker %s: cannot claim (%s); trying again", self.worker, error.message
+                )
+            self.unavailable = True
             return None
+        if self.unavailable:
+            log.warning("worker %s: Baton answers again", self.worker)
+            self.unavailable = False
+        return reply
         # Any other error reply (a 4xx: the scope is wrong) is the caller's mistake: raised.
 
     # -- one step ---------------------------------------------------------------------------
     async def run(self, step: dict[str, Any]) -> dict[str, Any] | None:
         """Runs the handler on ``step`` while heartbeating; completes or fails it. Returns the
         next step claimed with the completion, if any."""
+        finished = asyncio.Event()
         work = asyncio.ensure_future(self.handler(step))
-        beat = asyncio.ensure_future(self._heartbeat(step))
+        beat = asyncio.ensure_future(self._heartbeat(step, finished))
         try:
             await asyncio.wait({work, beat}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            finished.set()
             work.cancel()
             beat.cancel()
             await asyncio.gather(work, beat, return_exceptions=True)
@@ -166,6 +177,7 @@ class _Worker:
             await asyncio.gather(work, beat, return_exceptions=True)
             self._dropped(step, "its lease lapsed while the handler ran")
             return None
+        finished.set()  # ends the heartbeats even if a request swallows the cancellation
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
         if work.cancelled():
@@ -178,11 +190,18 @@ class _Worker:
             return None
         return await self._complete(step, work.result())
 
-    async def _heartbeat(self, step: dict[str, Any]) -> None:
-        """Extends the lease every third of it until cancelled; returns when the claim is lost."""
+    async def _heartbeat(self, step: dict[str, Any], finished: asyncio.Event) -> None:
+        """Extends the lease every third of it until ``finished``; returns early when the claim
+        is lost. It looks at ``finished`` before each heartbeat rather than trusting
+        cancellation alone: on Python 3.11 ``asyncio.wait_for`` (inside nats-py's request)
+        loses a cancellation that arrives as its reply does, and the loop would go on
+        renewing a claim nobody works on."""
         interval = self.lease_s / 3
-        while True:
-            await asyncio.sleep(interval)
+        while not finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), interval)
+            if finished.is_set():
+                return
             try:
                 await self.client.heartbeat_step(
                     task_id=step["task_id"],
@@ -229,7 +248,6 @@ class _Worker:
         if following is None:
             return None
         self.report.claimed += 1
-        log.info("worker %s: claimed step %s", self.worker, following["step_id"])
         return cast("dict[str, Any]", following)
 
     async def _fail(self, step: dict[str, Any], message: str) -> None:
