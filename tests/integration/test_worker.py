@@ -364,3 +364,40 @@ async def test_baton_work_fails_a_step_whose_command_exits_non_zero(
         assert done.returncode == 3, done.stderr
         step = (await baton.client.task(task_id=task["task_id"]))["steps"][0]
         assert step["status"] == "failed" and step["failure_message"] == "no disk space"
+
+
+async def test_the_cli_claims_with_a_lease_heartbeats_and_completes_fenced_claiming_the_next(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async with running_baton(settings_for(nats_url, tmp_path)) as baton:
+        task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+        common = ["--nats", nats_url, "--prefix", baton.prefix]
+
+        def baton_cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [BATON, *common, *args], env=env, capture_output=True, text=True, timeout=30
+            )
+
+        claimed = await asyncio.to_thread(
+            baton_cli, "step", "claim", "--task", task["task_id"], "--lease", "5", "--json"
+        )
+        step = json.loads(claimed.stdout)["step"]
+        assert step["lease_expires_at"] <= time.time() + 5
+        target = step["step_id"]
+        beat = await asyncio.to_thread(
+            baton_cli, "step", "heartbeat", target, "--claim-id", step["claim_id"], "--json"
+        )
+        assert json.loads(beat.stdout)["claim_id"] == step["claim_id"], beat.stderr
+        stale = await asyncio.to_thread(
+            baton_cli, "step", "complete", target, "--claim-id", "clm-not-mine"
+        )
+        assert stale.returncode == 2 and "409 stale_claim" in stale.stderr
+        done = await asyncio.to_thread(
+            baton_cli, "step", "complete", target, "--claim-id", step["claim_id"],
+            "--result", "ok", "--claim-next", "--worker", "cli", "--json",
+        )  # fmt: skip
+        reply = json.loads(done.stdout)
+        assert reply["status"] == "completed"
+        assert reply["next"]["step"]["step_name"] == "b"
+        assert reply["next"]["step"]["claimed_by"] == "cli"
