@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -443,6 +444,7 @@ async def serve(
         baton = await Baton.start(settings)
         try:
             _tune_gc()
+            _tune_switching()
             log.info("ready")
             if ready is not None:
                 ready.set()
@@ -460,6 +462,18 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+#: How long a thread holds the GIL before another may run (Python's default: 5 ms).
+SWITCH_INTERVAL_S = 0.0005
+
+
+def _tune_switching() -> None:
+    """Hands the GIL over every 0.5 ms instead of 5 ms: a reply's thread no longer waits a whole
+    5 ms slice behind the projections' and the relay's threads at each hand-off (event loop ->
+    executor -> loop). Measured (bench commands, same session): commands/s at 1 / 16 / 100 in
+    flight 84 / 308 / 419 with 5 ms, 142 / 411 / 458 with 0.5 ms; 0.1 ms thrashed."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
