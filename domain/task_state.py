@@ -284,14 +284,8 @@ class TaskState:
             return self.steps[open_index]
         return ready
 
-    def claimable(self, now: float) -> list[Step]:
-        """Every claimable step, in plan order (for views; O(claimable))."""
-        if not self.running:
-            return []
-        indexes = set(self._ready) | set(self._open)
-        indexes.update(i for i, at in self._waiting.items() if at <= now)
-        return [self.steps[i] for i in sorted(indexes)]
-
-    def waiting(self) -> dict[int, float]:
-        """Steps waiting out a retry delay: index -> the time they become ready."""
-        return dict(self._waiting)
+    def holds_claimable(self, step: Step) -> bool:
+        """Claimable now or once its retry delay is over: current and unclaimed, or pending
+        with its dependencies satisfied (the queue's rows; a claim checks the time)."""
+        index = step.step_index
+        return index in self._open or index in self._ready or index in self._waiting

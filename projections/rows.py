@@ -52,11 +52,7 @@ def step_json(task: Task, step: Step) -> str:
 
 def claimable(task: Task, step: Step) -> bool:
     """Ready (perhaps after its retry delay), or current and unclaimed, in a running task."""
-    if not task.running:
-        return False
-    if step.status == CURRENT:
-        return step.claimed_by is None
-    return step.status == PENDING and task.dependencies_satisfied(step)
+    return task.running and task.holds_claimable(step)
 
 
 def ready_row(task: Task, step: Step, rendered: str) -> tuple[Any, ...]:
