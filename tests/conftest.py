@@ -1,10 +1,13 @@
-"""Fixtures shared by every test layer: a real nats-server, a scratch PostgreSQL database."""
+"""Fixtures shared by every test layer: a real nats-server (left without streams by each test), a
+Baton running on it, a scratch PostgreSQL database."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +17,8 @@ from hypothesis import HealthCheck, settings
 from psycopg import sql
 
 from baton.adapters.natsserver import EmbeddedNatsServer
+from tests.integration.nats_support import Running, StartBaton, running_baton, settings_for
+from tests.processes import delete_streams, streams_on
 
 # Hypothesis profiles: "ci" (the default here) is quick and tolerant of slow shared machines,
 # "dev" is Hypothesis' own default, "soak" runs long (make soak).
@@ -44,6 +49,9 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
     server.start()
     try:
         yield server
+        # Each test deletes the streams it made (below); a module's fixture, those of its module.
+        left = streams_on(server.url)
+        assert not left, f"streams left on the session's nats-server: {sorted(left)}"
     finally:
         server.stop()
 
@@ -52,6 +60,48 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 def nats_url(nats_server: EmbeddedNatsServer) -> str:
     """The URL of the session's nats-server."""
     return nats_server.url
+
+
+@pytest.fixture(autouse=True)
+def _delete_the_tests_streams(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the session's nats-server, deletes the JetStream streams that appeared
+    during it (however made: a Baton in the test, a ``baton`` process, ``ensure_streams``).
+    Streams of a wider-scoped fixture exist before the test starts and are left to it."""
+    if "nats_server" not in request.fixturenames:
+        yield
+        return
+    url = request.getfixturevalue("nats_server").url
+    before = streams_on(url)
+    yield
+    delete_streams(url, streams_on(url) - before)
+
+
+# --- Baton on the session's nats-server -------------------------------------------------------
+
+
+@pytest.fixture
+async def start_baton(nats_url: str, tmp_path: Path) -> AsyncIterator[StartBaton]:
+    """Starts Batons in the test's event loop, each under a subject prefix of its own and with a
+    client on its own connection: ``await start_baton(planner_timeout_s=0.5, timeout=30)`` takes
+    ``Settings`` fields and the client's timeout. All are stopped after the test."""
+    async with AsyncExitStack() as started:
+        count = 0
+
+        async def start(*, timeout: float = 10.0, **overrides: Any) -> Running:
+            nonlocal count
+            count += 1
+            data_dir = tmp_path / ("data" if count == 1 else f"data{count}")
+            settings = settings_for(nats_url, data_dir, **overrides)
+            return await started.enter_async_context(running_baton(settings, timeout=timeout))
+
+        yield start
+
+
+@pytest.fixture
+async def baton(start_baton: StartBaton) -> Running:
+    """A Baton with the test settings (``settings_for``); a module that needs others overrides
+    this fixture with its own call of ``start_baton``."""
+    return await start_baton()
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------

@@ -1,21 +1,28 @@
 """Baton as a process, as `make run` starts it (`python -m baton.adapters`, configured by BATON_*
-variables), and what it published on JetStream: shared by the e2e and fault suites."""
+variables), and what it published on JetStream: shared by the e2e and fault suites, and by the
+session fixtures that leave JetStream as they found it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
+import nats.js.errors
 
 from baton.adapters.config import Settings
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,6 +141,42 @@ class ServiceProcess:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+def _on_a_thread(work: Coroutine[Any, Any, T]) -> T:
+    """Runs ``work`` in an event loop of its own thread: callable from sync fixtures whether or
+    not the test's loop exists (asyncio.run here would unset the test's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+def streams_on(nats_url: str) -> set[str]:
+    """The names of the JetStream streams on the server at ``nats_url``."""
+
+    async def names() -> set[str]:
+        nc = await nats.connect(nats_url)
+        try:
+            return {info.config.name for info in await nc.jetstream().streams_info()}
+        finally:
+            await nc.close()
+
+    return _on_a_thread(names())
+
+
+def delete_streams(nats_url: str, names: Iterable[str]) -> None:
+    """Deletes the streams ``names`` (those that exist) from the server at ``nats_url``."""
+
+    async def delete() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            for name in names:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_stream(name)
+        finally:
+            await nc.close()
+
+    _on_a_thread(delete())
 
 
 async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, Any], str]]:

@@ -21,8 +21,9 @@ import pytest
 
 from baton.adapters.client import BatonClient
 from baton.adapters.natsserver import free_port
+from baton.adapters.publication import stream_names
 from tests.integration.nats_support import new_prefix
-from tests.processes import ServiceProcess
+from tests.processes import ServiceProcess, delete_streams
 
 CHROMIUM = Path(os.environ.get("BATON_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -99,6 +100,7 @@ def deployment(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         if running.service.alive:
             running.service.terminate()
+        delete_streams(nats_url, stream_names(running.prefix))
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from baton.adapters.client import BatonClient
+from baton.adapters.publication import stream_names
+from tests.processes import delete_streams
 
 BIN = Path(sys.executable).parent
 BATON = str(BIN / "baton")
@@ -126,3 +128,4 @@ def service(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        delete_streams(nats_url, stream_names(prefix))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,9 @@ from baton.adapters.publication import stream_names
 from baton.adapters.streamids import MAC_HEX, deployment_secret
 from baton.domain.ids import task_uuid
 from baton.domain.services import BatonApp
-from tests.integration.nats_support import Running, plan, running_baton, settings_for, wait_for
+from tests.integration.nats_support import Running, plan, wait_for
 
 KEYED = re.compile(rf"^(?P<natural>.+):[0-9a-f]{{{MAC_HEX}}}$")
-
-
-@pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
-        yield running
 
 
 async def messages(baton: Running, stream: str, subject: str) -> list[tuple[dict[str, Any], str]]:

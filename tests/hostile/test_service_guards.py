@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -31,18 +29,10 @@ from tests.integration.nats_support import (
     new_prefix,
     plan,
     rejected,
-    running_baton,
-    settings_for,
     wait_for,
 )
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
-        yield running
 
 
 def error_of(msg: Msg) -> dict[str, Any]:

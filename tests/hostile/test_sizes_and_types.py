@@ -10,23 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from baton.adapters import contract
 from baton.domain.limits import MAX_REQUEST_BYTES, MAX_STEPS
-from tests.integration.nats_support import Running, rejected, running_baton, settings_for
+from tests.integration.nats_support import Running, StartBaton, rejected
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data"), timeout=30) as running:
-        yield running
+async def baton(start_baton: StartBaton) -> Running:
+    return await start_baton(timeout=30)
 
 
 async def progress_of(baton: Running, task_id: str, count: int) -> list[dict[str, Any]]:

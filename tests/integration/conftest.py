@@ -1,4 +1,5 @@
-"""Fixtures of the publication tests: a fresh subject prefix, and JetStream with its streams."""
+"""Fixtures of the publication tests: a fresh subject prefix, and JetStream with its streams
+(deleted after the test by tests/conftest.py, as every stream a test makes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import nats
 import pytest
 
-from baton.adapters.publication import ensure_streams, stream_names
+from baton.adapters.publication import ensure_streams
 
 
 @pytest.fixture
@@ -21,10 +22,8 @@ def prefix() -> str:
 async def js(nats_url: str, prefix: str) -> AsyncIterator[Any]:
     nc = await nats.connect(nats_url)
     jetstream = nc.jetstream()
-    await ensure_streams(jetstream, prefix)
     try:
+        await ensure_streams(jetstream, prefix)
         yield jetstream
     finally:
-        for name in stream_names(prefix):
-            await jetstream.delete_stream(name)
         await nc.close()

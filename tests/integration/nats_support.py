@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nats
 from nats.aio.client import Client
@@ -92,6 +92,13 @@ async def running_baton(settings: Settings, *, timeout: float = 10.0) -> AsyncIt
             await client.close()
     finally:
         await baton.close()
+
+
+class StartBaton(Protocol):
+    """The ``start_baton`` fixture: starts a Baton with these ``Settings`` fields and client
+    timeout, stopped after the test."""
+
+    async def __call__(self, *, timeout: float = ..., **overrides: Any) -> Running: ...
 
 
 async def rejected(

@@ -20,12 +20,6 @@ from baton.adapters.ui import Dashboard, parse_addr
 from tests.integration.nats_support import Running, plan, running_baton, settings_for, wait_for
 
 
-@pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
-        yield running
-
-
 async def started(settings: Settings) -> Dashboard:
     dashboard = Dashboard(settings, "127.0.0.1:0")
     await dashboard.start()

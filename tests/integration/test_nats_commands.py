@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from baton.adapters.bootstrap import serve
 from baton.adapters.client import BatonClient
-from tests.integration.nats_support import Running, plan, running_baton, settings_for
-
-
-@pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
-        yield running
-
+from tests.integration.nats_support import Running, plan, settings_for
 
 # -- task.create -------------------------------------------------------------------------------
 

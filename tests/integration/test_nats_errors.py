@@ -4,7 +4,7 @@ appended to the event store by a rejected command."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,6 @@ from tests.integration.nats_support import (
     running_baton,
     settings_for,
 )
-
-
-@pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
-        yield running
-
 
 # -- 400 -------------------------------------------------------------------------------------
 

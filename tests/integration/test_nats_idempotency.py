@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from baton.adapters.client import BatonRequestError
 from tests.integration.nats_support import Running, plan, running_baton, settings_for
-
-
-@pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
-        yield running
 
 
 async def test_a_repeated_msg_id_gets_the_first_reply_and_appends_nothing(baton: Running) -> None:

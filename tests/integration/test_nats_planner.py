@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.nats_support import (
     Running,
+    StartBaton,
     plan,
     planner_service,
     rejected,
-    running_baton,
-    settings_for,
 )
 
 
 @pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    settings = settings_for(nats_url, tmp_path / "data", planner_timeout_s=0.5)
-    async with running_baton(settings) as running:
-        yield running
+async def baton(start_baton: StartBaton) -> Running:
+    return await start_baton(planner_timeout_s=0.5)
 
 
 async def answer(value: Any) -> Any:

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from baton.adapters.messages import COMMANDS, QUERIES
-from tests.integration.nats_support import Running, plan, running_baton, settings_for
-
-
-@pytest.fixture
-async def baton(nats_url: str, tmp_path: Path) -> AsyncIterator[Running]:
-    async with running_baton(settings_for(nats_url, tmp_path / "data")) as running:
-        yield running
-
+from tests.integration.nats_support import Running, plan
 
 # -- query.active ------------------------------------------------------------------------------
 

@@ -8,12 +8,10 @@ single node: asking it for three replicas is the natural impossible request).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,20 +33,12 @@ from tests.integration.nats_support import plan, running_baton, settings_for
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"s{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def js(nats_url: str, prefix: str) -> AsyncIterator[Any]:
+async def js(nats_url: str) -> AsyncIterator[Any]:
+    """JetStream without Baton's streams (the ``prefix`` fixture names them)."""
     nc = await nats.connect(nats_url)
-    jetstream = nc.jetstream()
     try:
-        yield jetstream
+        yield nc.jetstream()
     finally:
-        for name in stream_names(prefix):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await jetstream.delete_stream(name)
         await nc.close()
 
 
