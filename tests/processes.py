@@ -197,3 +197,20 @@ async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, An
         return found
     finally:
         await nc.close()
+
+
+async def stream_count(nats_url: str, stream: str) -> int:
+    """How many messages ``stream`` holds."""
+    nc = await nats.connect(nats_url)
+    try:
+        return int((await nc.jetstream().stream_info(stream)).state.messages)
+    finally:
+        await nc.close()
+
+
+async def wait_for_stream(nats_url: str, stream: str, count: int, timeout: float = 30.0) -> None:
+    """Waits until ``stream`` holds ``count`` messages (``timeout`` only ends a broken test)."""
+    deadline = time.monotonic() + timeout
+    while (seen := await stream_count(nats_url, stream)) < count:
+        assert time.monotonic() < deadline, f"{stream} has {seen} of {count} messages"
+        await asyncio.sleep(0.1)

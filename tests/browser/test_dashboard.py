@@ -23,7 +23,7 @@ from playwright.async_api import expect
 from baton.adapters.client import BatonClient
 from baton.adapters.natsserver import EmbeddedNatsServer
 from tests.browser.conftest import Deployment, start_deployment
-from tests.integration.nats_support import plan
+from tests.plans import seq
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ async def test_the_list_shows_a_task_created_over_nats_without_a_reload(
     await expect(page.locator("#live-dot.on")).to_be_visible()
     await mark_no_reload(page)
     began = time.perf_counter()
-    view = await client.create_task(task_name="appears live", plan=plan("a", "b"))
+    view = await client.create_task(task_name="appears live", plan=seq("a", "b"))
     row = page.locator(f'#tasks tr[data-task-id="{view["task_id"]}"]')
     await expect(row).to_be_visible(timeout=WAIT_MS)
     shown_after = time.perf_counter() - began
@@ -126,7 +126,7 @@ async def test_the_task_page_draws_one_node_per_step_with_its_status(
 async def test_completing_a_step_over_nats_turns_its_node_completed_without_a_reload(
     deployment: Deployment, client: BatonClient, page: Any
 ) -> None:
-    view = await client.create_task(task_name="live node", plan=plan("first", "second"))
+    view = await client.create_task(task_name="live node", plan=seq("first", "second"))
     task_id = view["task_id"]
     await page.goto(f"{deployment.url}/tasks/{task_id}")
     await expect(node(page, "first")).to_have_attribute("data-status", "current")
@@ -143,7 +143,7 @@ async def test_completing_a_step_over_nats_turns_its_node_completed_without_a_re
 async def test_the_version_slider_shows_the_task_as_it_was(
     deployment: Deployment, client: BatonClient, page: Any
 ) -> None:
-    view = await client.create_task(task_name="time travel", plan=plan("first", "second"))
+    view = await client.create_task(task_name="time travel", plan=seq("first", "second"))
     task_id = view["task_id"]
     await client.complete_step(task_id=task_id, step_id=step_id(view, "first"))
     await client.next_step(task_id=task_id)  # second becomes current
@@ -181,7 +181,7 @@ async def test_an_unknown_task_id_is_a_404_page(deployment: Deployment, page: An
 async def test_the_queue_and_instances_pages_show_the_deployment(
     deployment: Deployment, client: BatonClient, page: Any
 ) -> None:
-    view = await client.create_task(task_name="queued work", plan=plan("only"))
+    view = await client.create_task(task_name="queued work", plan=seq("only"))
     started = await client.start_task(task_id=view["task_id"], delay_s=600)
     await page.goto(f"{deployment.url}/queue")
     await expect(page.locator(f'#ready tr[data-step-id="{step_id(view, "only")}"]')).to_be_visible()
@@ -215,7 +215,7 @@ async def test_a_lost_nats_connection_shows_a_banner_and_recovers(
 
         await asyncio.to_thread(deployment.wait_until_following)
         async with await BatonClient.connect(server.url, prefix=deployment.prefix) as client:
-            view = await client.create_task(task_name="after the outage", plan=plan("a"))
+            view = await client.create_task(task_name="after the outage", plan=seq("a"))
         row = page.locator(f'#tasks tr[data-task-id="{view["task_id"]}"]')
         await expect(row).to_be_visible(timeout=WAIT_MS)
     finally:
@@ -323,7 +323,7 @@ async def test_the_page_load_of_a_1000_step_graph_is_measured(
     assert len(json.dumps(request).encode()) < 512 * 1024  # under the request limit
     view = await client.create_task(**request)
     line = await client.create_task(
-        task_name="a thousand in a line", plan=plan(*(f"s{i:04d}" for i in range(1000)))
+        task_name="a thousand in a line", plan=seq(*(f"s{i:04d}" for i in range(1000)))
     )
     figures = {}
     for label, task in (("graph", view), ("sequential", line)):

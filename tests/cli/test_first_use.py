@@ -23,12 +23,9 @@ from baton.domain import commands as c
 from baton.domain.errors import InvalidRequest
 from tests.cli.conftest import BATON, Service, cli_env
 from tests.cli.test_watch import Lines
+from tests.plans import seq
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def plan(*names: str) -> dict[str, Any]:
-    return {"steps": [{"step_name": n, "description": f"do {n}"} for n in names]}
 
 
 def statuses(view: dict[str, Any]) -> dict[str, str]:
@@ -40,7 +37,7 @@ def statuses(view: dict[str, Any]) -> dict[str, str]:
 
 def test_a_step_name_wins_over_an_index(service: Service) -> None:
     # Seed 004's own example plans name their steps "1", "2", "3".
-    task = service.api("create_task", task_name="numbered", plan=plan("1", "2", "3"))
+    task = service.api("create_task", task_name="numbered", plan=seq("1", "2", "3"))
     service.run("step", "complete", task["task_id"], "1", "--result", "one")
     view = service.json("show", task["task_id"])
     assert statuses(view) == {"1": "completed", "2": "pending", "3": "pending"}
@@ -48,7 +45,7 @@ def test_a_step_name_wins_over_an_index(service: Service) -> None:
 
 
 def test_an_index_still_names_a_step_when_no_step_has_that_name(service: Service) -> None:
-    task = service.api("create_task", task_name="named", plan=plan("a", "b"))
+    task = service.api("create_task", task_name="named", plan=seq("a", "b"))
     service.run("step", "complete", task["task_id"], "0")
     assert statuses(service.json("show", task["task_id"]))["a"] == "completed"
     done = service.run("step", "complete", task["task_id"], "7", check=False)
@@ -96,7 +93,7 @@ def test_watch_resumes_after_the_nats_server_restarts(tmp_path: Path) -> None:
             async def create() -> str:
                 client = await _client(server.url, prefix)
                 async with client:
-                    task = await client.create_task(task_name="resumed", plan=plan("a", "b", "c"))
+                    task = await client.create_task(task_name="resumed", plan=seq("a", "b", "c"))
                     return str(task["task_id"])
 
             task_id = asyncio.run(create())
@@ -184,7 +181,7 @@ def test_demo_into_a_closed_pipe_ends_its_task_and_exits_0_quietly(service: Serv
 def test_ls_suggests_a_next_page_command_that_works(service: Service) -> None:
     session = f"ls{uuid.uuid4().hex[:6]}"
     ids = [
-        service.api("create_task", task_name="paged", session_id=session, plan=plan("a"))["task_id"]
+        service.api("create_task", task_name="paged", session_id=session, plan=seq("a"))["task_id"]
         for _ in range(3)
     ]
     first = service.run("ls", "--session", session, "--limit", "2")
@@ -201,7 +198,7 @@ def test_ls_suggests_a_next_page_command_that_works(service: Service) -> None:
 
 
 def test_start_and_next_say_which_step_got_a_trigger(service: Service) -> None:
-    task_id = service.api("create_task", task_name="advance", plan=plan("a", "b"))["task_id"]
+    task_id = service.api("create_task", task_name="advance", plan=seq("a", "b"))["task_id"]
     started = service.run("task", "start", task_id).stdout
     assert started.splitlines()[0].startswith("trigger scheduled for step a")
     assert "queued" not in started
@@ -216,7 +213,7 @@ def test_start_and_next_say_which_step_got_a_trigger(service: Service) -> None:
 
 def test_step_counts_do_not_count_cancelled_steps_as_done(service: Service) -> None:
     session = f"count{uuid.uuid4().hex[:6]}"
-    task = service.api("create_task", task_name="counted", session_id=session, plan=plan(*"abcd"))
+    task = service.api("create_task", task_name="counted", session_id=session, plan=seq(*"abcd"))
     service.api("next_step", task_id=task["task_id"])
     service.api("cancel_task", task_id=task["task_id"])
     shown = service.run("show", task["task_id"]).stdout
@@ -244,8 +241,8 @@ def test_projections_status_outside_a_data_directory_says_so_and_creates_nothing
 
 def test_the_first_step_of_a_queued_task_is_waiting_not_blocked(service: Service) -> None:
     session = f"queued{uuid.uuid4().hex[:6]}"
-    service.api("create_task", task_name="first", session_id=session, plan=plan("a"))
-    queued = service.api("create_task", task_name="second", session_id=session, plan=plan("x", "y"))
+    service.api("create_task", task_name="first", session_id=session, plan=seq("a"))
+    queued = service.api("create_task", task_name="second", session_id=session, plan=seq("x", "y"))
     lines = service.run("show", queued["task_id"]).stdout.splitlines()
     assert "queued" in lines[0]
     step_x = next(line for line in lines if " x " in line)
@@ -254,7 +251,7 @@ def test_the_first_step_of_a_queued_task_is_waiting_not_blocked(service: Service
 
 
 def test_show_displays_the_task_context_and_each_steps_own_context(service: Service) -> None:
-    task = service.api("create_task", task_name="ctx", plan=plan("a", "b"))
+    task = service.api("create_task", task_name="ctx", plan=seq("a", "b"))
     task_id = task["task_id"]
     service.run("context", task_id, "repo", '"github.com/acme/app"')
     service.run("step", "complete", task_id, "a", "--result", '{"rows": 3}')

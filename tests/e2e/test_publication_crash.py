@@ -22,9 +22,10 @@ from baton.adapters.config import Settings, event_store_env
 from baton.adapters.publication import ensure_streams, stream_names
 from baton.domain import commands as c
 from baton.domain.services import HANDLERS, BatonApp, UnitOfWork
+from tests.plans import seq
 
 ROOT = Path(__file__).resolve().parents[2]
-PLAN = {"steps": [{"step_name": n, "description": f"do {n}"} for n in ("a", "b", "c", "d")]}
+PLAN = seq("a", "b", "c", "d")
 
 #: The relay alone, as the service runs it: until SIGTERM, or a SIGKILL.
 RELAY = """

@@ -16,8 +16,9 @@ import pytest
 from baton.adapters.client import BatonClient, BatonUnavailable
 from baton.adapters.natsserver import free_port, nats_answers
 from baton.adapters.publication import stream_names
-from tests.integration.nats_support import new_prefix, plan
-from tests.processes import ServiceProcess, stream_messages
+from tests.integration.nats_support import new_prefix
+from tests.plans import seq
+from tests.processes import ServiceProcess, stream_messages, wait_for_stream
 
 
 @pytest.fixture
@@ -29,13 +30,6 @@ def baton_process(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
         process.kill()
 
 
-async def wait_for_stream(nats_url: str, stream: str, count: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(await stream_messages(nats_url, stream)) < count:
-        assert time.monotonic() < deadline, f"{stream} did not reach {count} messages"
-        await asyncio.sleep(0.1)
-
-
 # -- as `make run` starts it ----------------------------------------------------------------
 
 
@@ -45,7 +39,7 @@ async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
     await asyncio.to_thread(baton_process.start)
     prefix = baton_process.prefix
     async with await BatonClient.connect(nats_url, prefix=prefix) as client:
-        task = await client.create_task(task_name="e2e", plan=plan("a", "b"))
+        task = await client.create_task(task_name="e2e", plan=seq("a", "b"))
         started = await client.start_task(task_id=task["task_id"])
         # Due now: published on the command's wake-up; wait for it before the next command
         # replaces it (how soon is tests/integration/test_publication_triggers.py's, on a clock).
@@ -82,7 +76,7 @@ async def test_an_embedded_nats_server_starts_when_none_answers(tmp_path: Path) 
         assert "started an embedded nats-server" in process.log()
         assert (tmp_path / "data" / "nats").is_dir()
         async with await BatonClient.connect(url) as client:
-            task = await client.create_task(task_name="embedded", plan=plan("a"))
+            task = await client.create_task(task_name="embedded", plan=seq("a"))
             assert (await client.next_step(task_id=task["task_id"]))["status"] == "completed"
         process.signal(signal.SIGINT)
         assert await asyncio.to_thread(process.wait) == 0
@@ -103,7 +97,7 @@ def lifecycle(i: int) -> list[tuple[str, dict[str, Any], str]]:
     commands: list[tuple[str, dict[str, Any], str]] = [
         (
             "create_task",
-            {"task_name": f"job {i}", "session_id": f"job-{i}", "plan": plan(*STEPS)},
+            {"task_name": f"job {i}", "session_id": f"job-{i}", "plan": seq(*STEPS)},
             f"create-{i}",
         ),
         ("start_task", {}, f"start-{i}"),

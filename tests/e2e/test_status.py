@@ -14,7 +14,8 @@ import pytest
 
 from baton.adapters.client import BatonClient, BatonRequestError
 from baton.adapters.natsserver import free_port
-from tests.integration.nats_support import new_prefix, plan
+from tests.integration.nats_support import new_prefix
+from tests.plans import seq
 from tests.processes import ServiceProcess
 
 BATON = Path(sys.executable).parent / "baton"
@@ -41,7 +42,7 @@ async def test_status_lists_every_instance_with_its_lag_and_backlogs(
     try:
         async with await BatonClient.connect(nats_url, prefix=prefix, timeout=10) as client:
             for n in range(20):
-                view = await client.create_task(task_name=f"t{n}", plan=plan("a", "b"))
+                view = await client.create_task(task_name=f"t{n}", plan=seq("a", "b"))
                 await client.start_task(task_id=view["task_id"], delay_s=3600)
             for _ in range(4):
                 with pytest.raises(BatonRequestError):

@@ -27,8 +27,10 @@ from baton.adapters.config import Settings, event_store_env
 from baton.adapters.publication import stream_names
 from baton.domain.services import BatonApp
 from baton.projections import Projections
+from tests.plans import seq
 from tests.processes import ServiceProcess as ServiceProcess
 from tests.processes import stream_messages as stream_messages
+from tests.processes import wait_for_stream
 
 #: The soak profile (``make soak``) runs the long versions.
 SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
@@ -49,7 +51,7 @@ def emit(capsys: pytest.CaptureFixture[str], text: str) -> None:
 
 # -- the load ----------------------------------------------------------------------------------
 
-SEQ_PLAN = {"steps": [{"step_name": n, "description": f"do {n}"} for n in ("a", "b", "c")]}
+SEQ_PLAN = seq("a", "b", "c")
 REPLAN = {
     "steps": [
         {"step_name": "b", "description": "do b"},
@@ -213,21 +215,6 @@ def max_notification_id(settings: Settings) -> int:
         return int(app.recorder.max_notification_id() or 0)
     finally:
         app.close()
-
-
-async def stream_count(nats_url: str, stream: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        return int((await nc.jetstream().stream_info(stream)).state.messages)
-    finally:
-        await nc.close()
-
-
-async def wait_for_stream(nats_url: str, stream: str, count: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (seen := await stream_count(nats_url, stream)) < count:
-        assert time.monotonic() < deadline, f"{stream} has {seen} of {count} messages"
-        await asyncio.sleep(0.2)
 
 
 @dataclass

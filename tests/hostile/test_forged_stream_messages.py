@@ -19,7 +19,8 @@ from baton.adapters.publication import stream_names
 from baton.adapters.streamids import MAC_HEX, deployment_secret
 from baton.domain.ids import task_uuid
 from baton.domain.services import BatonApp
-from tests.integration.nats_support import Running, plan, wait_for
+from tests.integration.nats_support import Running, wait_for
+from tests.plans import seq
 
 KEYED = re.compile(rf"^(?P<natural>.+):[0-9a-f]{{{MAC_HEX}}}$")
 
@@ -31,8 +32,8 @@ async def messages(baton: Running, stream: str, subject: str) -> list[tuple[dict
     if not info.state.messages:
         return []
     found = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await js.get_msg(stream, seq)
+    for number in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(stream, number)
         if msg.subject == subject:
             found.append((json.loads(msg.data or b"null"), (msg.headers or {})["Nats-Msg-Id"]))
     return found
@@ -41,7 +42,7 @@ async def messages(baton: Running, stream: str, subject: str) -> list[tuple[dict
 async def test_a_fake_progress_message_with_the_next_events_natural_id_drops_nothing(
     baton: Running,
 ) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     task_id = task["task_id"]
     stream, subject = stream_names(baton.prefix)[0], f"{baton.prefix}.progress.{task_id}"
 
@@ -74,7 +75,7 @@ async def test_a_fake_progress_message_with_the_next_events_natural_id_drops_not
 async def test_a_fake_trigger_with_a_trigger_id_from_the_queue_drops_nothing(
     baton: Running,
 ) -> None:
-    task = await baton.client.create_task(task_name="t", session_id="s1", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", session_id="s1", plan=seq("a"))
     await baton.client.start_task(task_id=task["task_id"], delay_s=1)
     pending = (await baton.client.queue(session_id="s1"))["triggers"]
     trigger_id = pending[0]["trigger_id"]  # listed to every client

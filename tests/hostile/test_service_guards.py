@@ -24,13 +24,8 @@ from baton.adapters.subscriptions import flush_subscriptions
 from baton.domain import commands as c
 from baton.domain.errors import InvalidRequest
 from baton.domain.limits import MAX_ID
-from tests.integration.nats_support import (
-    Running,
-    new_prefix,
-    plan,
-    rejected,
-    wait_for,
-)
+from tests.integration.nats_support import Running, new_prefix, rejected, wait_for
+from tests.plans import seq
 
 MIB = 1024 * 1024
 
@@ -150,7 +145,7 @@ async def test_a_silent_planner_cannot_take_every_in_flight_slot(
         assert len(held) == 4
 
         # Other work is served while the planner stays silent.
-        body = json.dumps({"task_name": "planned", "plan": plan("a")}).encode()
+        body = json.dumps({"task_name": "planned", "plan": seq("a")}).encode()
         created = json.loads((await nc.request(f"{prefix}.task.create", body, timeout=10)).data)
         assert created["task_name"] == "planned"
         query = json.dumps({"task_id": created["task_id"]}).encode()
@@ -181,7 +176,7 @@ async def _count_done(tasks: list[asyncio.Task[Any]], count: int) -> bool:
 async def test_a_nats_msg_id_over_256_characters_is_400_and_remembered_nowhere(
     baton: Running,
 ) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a"))
     body = json.dumps({"task_id": task["task_id"]}).encode()
     long_id = "k" * (MAX_ID + 1)
     before = baton.notifications()
@@ -198,7 +193,7 @@ async def test_a_nats_msg_id_over_256_characters_is_400_and_remembered_nowhere(
 
 
 async def test_a_command_id_over_256_characters_is_400(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a"))
     body = {"task_id": task["task_id"], "command_id": "k" * (MAX_ID + 1)}
     error = await rejected(baton, "task.start", body, 400, "invalid_request")
     assert error["details"]["errors"][0]["loc"] == "command_id"
@@ -225,7 +220,7 @@ async def test_a_reply_subject_under_batons_prefix_or_a_system_subject_is_never_
     assert service is not None
     before, refused = baton.notifications(), service.refused
     try:
-        body = json.dumps({"task_name": "injected", "plan": plan("a")}).encode()
+        body = json.dumps({"task_name": "injected", "plan": seq("a")}).encode()
         await baton.nc.publish(f"{prefix}.task.create", body, reply=reply)
         # The explicit signal: the service counted the request as refused.
         await wait_for(lambda: _is(service.refused, refused + 1), timeout=10)
@@ -235,7 +230,7 @@ async def test_a_reply_subject_under_batons_prefix_or_a_system_subject_is_never_
     assert seen == []
     assert baton.notifications() == before  # refused, so not executed either
     # An ordinary request on the same connection is answered as always.
-    assert (await baton.client.create_task(task_name="fine", plan=plan("a")))["task_id"]
+    assert (await baton.client.create_task(task_name="fine", plan=seq("a")))["task_id"]
 
 
 async def _is(value: int, expected: int) -> bool:

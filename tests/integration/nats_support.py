@@ -29,11 +29,6 @@ def new_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-def plan(*names: str, **extra: Any) -> dict[str, Any]:
-    """A sequential plan of steps with these names."""
-    return {"steps": [{"step_name": n, "description": f"do {n}"} for n in names], **extra}
-
-
 @dataclass
 class Running:
     """A Baton under test: its runtime (app, projections, service) and a client of it."""

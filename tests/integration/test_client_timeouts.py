@@ -16,13 +16,8 @@ from nats.aio.msg import Msg
 from baton.adapters.cli import build_parser
 from baton.adapters.cli.common import connect
 from baton.adapters.client import BatonClient, BatonUnavailable
-from tests.integration.nats_support import (
-    new_prefix,
-    plan,
-    planner_service,
-    running_baton,
-    settings_for,
-)
+from tests.integration.nats_support import new_prefix, planner_service, running_baton, settings_for
+from tests.plans import seq
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -45,7 +40,7 @@ async def test_a_timed_out_create_is_sent_again_with_its_id_and_makes_one_task(
 ) -> None:
     async def slow_plan(request: dict[str, Any]) -> Any:
         await asyncio.sleep(1.5)  # longer than the client waits for one attempt
-        return plan("a", "b")
+        return seq("a", "b")
 
     settings = settings_for(nats_url, tmp_path, planner_timeout_s=10.0)
     async with running_baton(settings) as baton:
@@ -71,10 +66,10 @@ async def test_every_command_carries_an_id_and_queries_none(nats_url: str, tmp_p
         await baton.nc.subscribe(f"{baton.prefix}.>", cb=copies.record)
         await baton.nc.flush()
         client = baton.client
-        one = await client.create_task(task_name="t", plan=plan("a"))
-        two = await client.create_task(task_name="t", plan=plan("a"))
+        one = await client.create_task(task_name="t", plan=seq("a"))
+        two = await client.create_task(task_name="t", plan=seq("a"))
         await client.start_task(task_id=one["task_id"])
-        await client.create_task(task_name="t", plan=plan("a"), command_id="mine-1")
+        await client.create_task(task_name="t", plan=seq("a"), command_id="mine-1")
         await client.task(task_id=two["task_id"])
         await asyncio.sleep(0.2)  # the copies arrive beside the replies
     create = copies.ids(f"{baton.prefix}.task.create")

@@ -17,7 +17,8 @@ import pytest
 from baton.adapters.config import Settings
 from baton.adapters.natsserver import EmbeddedNatsServer
 from baton.adapters.ui import Dashboard, parse_addr
-from tests.integration.nats_support import Running, plan, running_baton, settings_for, wait_for
+from tests.integration.nats_support import Running, running_baton, settings_for, wait_for
+from tests.plans import seq
 
 
 async def started(settings: Settings) -> Dashboard:
@@ -54,7 +55,7 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 async def test_the_api_answers_with_the_contracts_query_replies(
     baton: Running, dashboard: Dashboard, http: aiohttp.ClientSession
 ) -> None:
-    view = await baton.client.create_task(task_name="report", plan=plan("fetch", "write"))
+    view = await baton.client.create_task(task_name="report", plan=seq("fetch", "write"))
     task_id = view["task_id"]
     status, tasks = await get_json(http, f"{dashboard.url}/api/tasks")
     assert status == 200
@@ -75,12 +76,12 @@ async def test_a_filter_and_a_cursor_page_through_the_tasks(
     baton: Running, dashboard: Dashboard, http: aiohttp.ClientSession
 ) -> None:
     ids = [
-        (await baton.client.create_task(task_name=f"t{i}", session_id="s1", plan=plan("a")))[
+        (await baton.client.create_task(task_name=f"t{i}", session_id="s1", plan=seq("a")))[
             "task_id"
         ]
         for i in range(3)
     ]
-    await baton.client.create_task(task_name="other", session_id="s2", plan=plan("a"))
+    await baton.client.create_task(task_name="other", session_id="s2", plan=seq("a"))
     _, first = await get_json(http, f"{dashboard.url}/api/tasks?session_id=s1&limit=2")
     _, rest = await get_json(
         http, f"{dashboard.url}/api/tasks?session_id=s1&limit=2&after={first['cursor']}"
@@ -108,7 +109,7 @@ async def test_the_task_page_carries_its_view_with_no_way_out_of_its_script_tag(
     baton: Running, dashboard: Dashboard, http: aiohttp.ClientSession
 ) -> None:
     name = "</script><script>alert(1)</script>"
-    view = await baton.client.create_task(task_name=name, plan=plan("a"))
+    view = await baton.client.create_task(task_name=name, plan=seq("a"))
     async with http.get(f"{dashboard.url}/tasks/{view['task_id']}") as response:
         assert response.status == 200
         page = await response.text()
@@ -161,8 +162,8 @@ async def read_live(response: aiohttp.ClientResponse, until: Any) -> list[tuple[
 async def test_the_live_stream_follows_progress_events_of_the_task_asked_for(
     baton: Running, dashboard: Dashboard, http: aiohttp.ClientSession
 ) -> None:
-    other = await baton.client.create_task(task_name="other", plan=plan("a"))
-    watched = await baton.client.create_task(task_name="watched", plan=plan("a", "b"))
+    other = await baton.client.create_task(task_name="other", plan=seq("a"))
+    watched = await baton.client.create_task(task_name="watched", plan=seq("a", "b"))
     task_id = watched["task_id"]
     async with http.get(f"{dashboard.url}/api/live?task={task_id}") as response:
         assert response.content_type == "text/event-stream"

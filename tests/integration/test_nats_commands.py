@@ -7,14 +7,15 @@ from pathlib import Path
 
 from baton.adapters.bootstrap import serve
 from baton.adapters.client import BatonClient
-from tests.integration.nats_support import Running, plan, settings_for
+from tests.integration.nats_support import Running, settings_for
+from tests.plans import seq
 
 # -- task.create -------------------------------------------------------------------------------
 
 
 async def test_create_returns_the_task_view_with_its_first_step_current(baton: Running) -> None:
     task = await baton.client.create_task(
-        task_name="Write report", task_instruction="about NATS", plan=plan("outline", "draft")
+        task_name="Write report", task_instruction="about NATS", plan=seq("outline", "draft")
     )
     assert task["status"] == "running"
     assert task["task_name"] == "Write report"
@@ -28,8 +29,8 @@ async def test_create_returns_the_task_view_with_its_first_step_current(baton: R
 
 
 async def test_create_in_a_busy_session_queues_the_task(baton: Running) -> None:
-    first = await baton.client.create_task(task_name="one", session_id="agent-1", plan=plan("a"))
-    second = await baton.client.create_task(task_name="two", session_id="agent-1", plan=plan("a"))
+    first = await baton.client.create_task(task_name="one", session_id="agent-1", plan=seq("a"))
+    second = await baton.client.create_task(task_name="two", session_id="agent-1", plan=seq("a"))
     assert first["status"] == "running"
     assert second["status"] == "queued"
     assert "current_step" not in second
@@ -44,7 +45,7 @@ async def test_create_in_a_busy_session_queues_the_task(baton: Running) -> None:
 
 
 async def test_start_schedules_a_trigger_for_the_current_step(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"), priority=3)
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"), priority=3)
     reply = await baton.client.start_task(task_id=task["task_id"], delay_s=30, priority=1)
     assert reply["status"] == "queued"
     assert reply["step"]["step_name"] == "a"
@@ -58,7 +59,7 @@ async def test_start_schedules_a_trigger_for_the_current_step(baton: Running) ->
 
 
 async def test_next_advances_step_by_step_until_the_task_completes(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     first = await baton.client.next_step(task_id=task["task_id"])
     assert first["status"] == "queued"
     assert first["step"]["step_name"] == "b"
@@ -71,7 +72,7 @@ async def test_next_advances_step_by_step_until_the_task_completes(baton: Runnin
 
 
 async def test_next_with_nothing_ready_answers_no_next_step(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     current = task["current_step"]
     await baton.client.fail_step(task_id=task["task_id"], step_id=current["step_id"], message="x")
     reply = await baton.client.next_step(task_id=task["task_id"])
@@ -80,8 +81,8 @@ async def test_next_with_nothing_ready_answers_no_next_step(baton: Running) -> N
 
 
 async def test_next_with_a_plan_revises_the_plan_first(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
-    reply = await baton.client.next_step(task_id=task["task_id"], plan=plan("a", "c"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
+    reply = await baton.client.next_step(task_id=task["task_id"], plan=seq("a", "c"))
     assert reply["status"] == "queued"
     assert reply["step"]["step_name"] == "c"
     view = await baton.client.task(task_id=task["task_id"])
@@ -96,7 +97,7 @@ async def test_next_with_a_plan_revises_the_plan_first(baton: Running) -> None:
 
 
 async def test_replan_reports_added_changed_and_removed_steps(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b", "c"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b", "c"))
     new_plan = {
         "steps": [
             {"step_name": "a", "description": "do a"},
@@ -113,9 +114,9 @@ async def test_replan_reports_added_changed_and_removed_steps(baton: Running) ->
 
 
 async def test_replan_with_advance_next_advances_the_task(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     view = await baton.client.replan_task(
-        task_id=task["task_id"], plan=plan("a", "b", "c"), advance_next=True
+        task_id=task["task_id"], plan=seq("a", "b", "c"), advance_next=True
     )
     assert view["diff"]["added"] == ["c"]
     assert view["current_step"]["step_name"] == "b"
@@ -126,7 +127,7 @@ async def test_replan_with_advance_next_advances_the_task(baton: Running) -> Non
 
 
 async def test_complete_ends_the_task_and_completes_its_current_step(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     view = await baton.client.complete_task(task_id=task["task_id"], message="good enough")
     assert view["status"] == "completed"
     assert [s["status"] for s in view["steps"]] == ["completed", "pending"]
@@ -134,14 +135,14 @@ async def test_complete_ends_the_task_and_completes_its_current_step(baton: Runn
 
 
 async def test_fail_ends_the_task_in_error_and_fails_its_current_step(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     view = await baton.client.fail_task(task_id=task["task_id"], message="broken")
     assert view["status"] == "error"
     assert view["steps"][0]["status"] == "failed"
 
 
 async def test_cancel_cancels_every_pending_step_and_withdraws_the_trigger(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b", "c"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b", "c"))
     await baton.client.start_task(task_id=task["task_id"], delay_s=60)
     view = await baton.client.cancel_task(task_id=task["task_id"], reason="not needed")
     assert view["status"] == "cancelled"
@@ -155,7 +156,7 @@ async def test_cancel_cancels_every_pending_step_and_withdraws_the_trigger(baton
 async def test_context_is_added_to_the_task_once_and_a_claimed_step_sees_it(
     baton: Running,
 ) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     view = await baton.client.add_context(
         task_id=task["task_id"], key="repo", value={"url": "git://x", "branch": None}
     )
@@ -171,7 +172,7 @@ async def test_context_is_added_to_the_task_once_and_a_claimed_step_sees_it(
 
 
 async def test_claim_hands_out_the_current_step_then_reports_blocked(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", session_id="s-claim", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", session_id="s-claim", plan=seq("a", "b"))
     claimed = await baton.client.claim_step(session_id="s-claim", worker="w1")
     assert claimed["queue_status"] == "in_progress"
     assert claimed["step"]["step_name"] == "a"
@@ -186,7 +187,7 @@ async def test_claim_hands_out_the_current_step_then_reports_blocked(baton: Runn
 
 
 async def test_claim_reports_failed_and_done(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", session_id="s-fd", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", session_id="s-fd", plan=seq("a"))
     step_id = task["current_step"]["step_id"]
     await baton.client.fail_step(task_id=task["task_id"], step_id=step_id, message="no")
     assert (await baton.client.claim_step(session_id="s-fd"))["queue_status"] == "failed"
@@ -195,9 +196,9 @@ async def test_claim_reports_failed_and_done(baton: Running) -> None:
 
 
 async def test_claim_across_every_session_uses_the_projections(baton: Running) -> None:
-    await baton.client.create_task(task_name="low", session_id="s-low", priority=9, plan=plan("a"))
+    await baton.client.create_task(task_name="low", session_id="s-low", priority=9, plan=seq("a"))
     urgent = await baton.client.create_task(
-        task_name="urgent", session_id="s-urgent", priority=1, plan=plan("x")
+        task_name="urgent", session_id="s-urgent", priority=1, plan=seq("x")
     )
     claimed = await baton.client.claim_step(worker="any")
     assert claimed["queue_status"] == "in_progress"
@@ -208,7 +209,7 @@ async def test_claim_across_every_session_uses_the_projections(baton: Running) -
 
 
 async def test_step_complete_passes_its_result_to_its_dependents(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     step_id = task["current_step"]["step_id"]
     reply = await baton.client.complete_step(
         task_id=task["task_id"], step_id=step_id, result={"pages": 3}
@@ -223,7 +224,7 @@ async def test_step_complete_passes_its_result_to_its_dependents(baton: Running)
 
 
 async def test_step_fail_then_retry_then_skip(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     step_id = task["current_step"]["step_id"]
     failed = await baton.client.fail_step(task_id=task["task_id"], step_id=step_id, message="oops")
     assert failed["status"] == "failed"
@@ -243,7 +244,7 @@ async def test_step_fail_then_retry_then_skip(baton: Running) -> None:
 
 async def test_commands_for_different_tasks_proceed_concurrently(baton: Running) -> None:
     tasks = await asyncio.gather(
-        *(baton.client.create_task(task_name=f"t{i}", plan=plan("a", "b")) for i in range(30))
+        *(baton.client.create_task(task_name=f"t{i}", plan=seq("a", "b")) for i in range(30))
     )
     replies = await asyncio.gather(*(baton.client.next_step(task_id=t["task_id"]) for t in tasks))
     assert {r["status"] for r in replies} == {"queued"}
@@ -263,7 +264,7 @@ async def test_serve_runs_until_its_stop_event_and_answers_meanwhile(
     try:
         await asyncio.wait_for(ready.wait(), 10)
         async with await BatonClient.connect(nats_url, prefix=settings.subject_prefix) as client:
-            task = await client.create_task(task_name="served", plan=plan("a"))
+            task = await client.create_task(task_name="served", plan=seq("a"))
             assert (await client.next_step(task_id=task["task_id"]))["status"] == "completed"
     finally:
         stop.set()

@@ -17,11 +17,11 @@ from baton.domain.limits import MAX_REQUEST_BYTES
 from tests.integration.nats_support import (
     Running,
     new_prefix,
-    plan,
     rejected,
     running_baton,
     settings_for,
 )
+from tests.plans import seq
 
 # -- 400 -------------------------------------------------------------------------------------
 
@@ -40,7 +40,7 @@ async def test_an_unknown_field_is_400_with_pydantics_errors_in_details(baton: R
     error = await rejected(
         baton,
         "task.create",
-        {"task_name": "t", "plan": plan("a"), "colour": "red"},
+        {"task_name": "t", "plan": seq("a"), "colour": "red"},
         400,
         "invalid_request",
     )
@@ -60,7 +60,7 @@ async def test_a_bad_session_id_is_400(baton: Running) -> None:
     error = await rejected(
         baton,
         "task.create",
-        {"task_name": "t", "session_id": "a.b", "plan": plan("a")},
+        {"task_name": "t", "session_id": "a.b", "plan": seq("a")},
         400,
         "invalid_request",
     )
@@ -82,7 +82,7 @@ async def test_a_cyclic_plan_is_400_invalid_plan(baton: Running) -> None:
 
 
 async def test_an_invalid_replan_is_400_and_changes_nothing(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a"))
     dangling = {"steps": [{"step_name": "a", "depends_on": ["ghost"]}]}
     await rejected(
         baton, "task.replan", {"task_id": task["task_id"], "plan": dangling}, 400, "invalid_plan"
@@ -104,13 +104,13 @@ async def test_an_unknown_task_is_404(baton: Running) -> None:
 
 
 async def test_an_unknown_step_is_404(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a"))
     body = {"task_id": task["task_id"], "step_id": f"{task['task_id']}.99"}
     await rejected(baton, "step.complete", body, 404, "not_found")
 
 
 async def test_a_version_the_task_never_had_is_404(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a"))
     await rejected(
         baton, "query.history", {"task_id": task["task_id"], "version": 999}, 404, "not_found"
     )
@@ -120,7 +120,7 @@ async def test_a_version_the_task_never_had_is_404(baton: Running) -> None:
 
 
 async def test_an_invalid_transition_is_409(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     await baton.client.cancel_task(task_id=task["task_id"])
     step_b = task["steps"][1]["step_id"]
     error = await rejected(

@@ -8,13 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.nats_support import (
-    Running,
-    StartBaton,
-    plan,
-    planner_service,
-    rejected,
-)
+from tests.integration.nats_support import Running, StartBaton, planner_service, rejected
+from tests.plans import seq
 
 
 @pytest.fixture
@@ -31,7 +26,7 @@ async def answer(value: Any) -> Any:
 
 async def test_create_without_a_plan_asks_the_planner(baton: Running, nats_url: str) -> None:
     async with planner_service(
-        nats_url, baton.prefix, plan=lambda _: answer(plan("research", "write"))
+        nats_url, baton.prefix, plan=lambda _: answer(seq("research", "write"))
     ) as seen:
         task = await baton.client.create_task(task_name="Essay", task_instruction="on bees")
     assert seen == [("plan", {"task_name": "Essay", "task_instruction": "on bees"})]
@@ -40,7 +35,7 @@ async def test_create_without_a_plan_asks_the_planner(baton: Running, nats_url: 
 
 
 async def test_the_planner_may_wrap_its_plan_in_a_plan_field(baton: Running, nats_url: str) -> None:
-    wrapped = {"plan": plan("only", goal="be brief")}
+    wrapped = {"plan": seq("only", goal="be brief")}
     async with planner_service(nats_url, baton.prefix, plan=lambda _: answer(wrapped)):
         task = await baton.client.create_task(task_name="t")
     assert task["goal"] == "be brief"
@@ -50,9 +45,9 @@ async def test_the_planner_may_wrap_its_plan_in_a_plan_field(baton: Running, nat
 async def test_replan_without_a_plan_asks_the_planner_with_the_task(
     baton: Running, nats_url: str
 ) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     async with planner_service(
-        nats_url, baton.prefix, replan=lambda _: answer(plan("a", "b", "c"))
+        nats_url, baton.prefix, replan=lambda _: answer(seq("a", "b", "c"))
     ) as seen:
         view = await baton.client.replan_task(task_id=task["task_id"])
     assert view["diff"] == {"added": ["c"], "changed": [], "removed": []}
@@ -66,9 +61,9 @@ async def test_replan_without_a_plan_asks_the_planner_with_the_task(
 async def test_next_with_replan_asks_the_planner_then_advances(
     baton: Running, nats_url: str
 ) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     async with planner_service(
-        nats_url, baton.prefix, replan=lambda _: answer(plan("a", "z"))
+        nats_url, baton.prefix, replan=lambda _: answer(seq("a", "z"))
     ) as seen:
         reply = await baton.client.next_step(task_id=task["task_id"], replan=True)
     assert seen[0][1]["advance_next"] is True
@@ -88,7 +83,7 @@ async def test_no_planner_is_503_and_nothing_is_created(baton: Running) -> None:
 async def test_a_planner_that_does_not_answer_in_time_is_503(baton: Running, nats_url: str) -> None:
     async def slow(_: dict[str, Any]) -> Any:
         await asyncio.sleep(2)
-        return plan("late")
+        return seq("late")
 
     async with planner_service(nats_url, baton.prefix, plan=slow):
         error = await rejected(baton, "task.create", {"task_name": "t"}, 503, "planner_unavailable")
@@ -97,7 +92,7 @@ async def test_a_planner_that_does_not_answer_in_time_is_503(baton: Running, nat
 
 
 async def test_no_replanner_is_503_and_the_task_is_unchanged(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     await rejected(
         baton,
         "task.next",
@@ -131,7 +126,7 @@ async def test_an_unusable_plan_is_400_and_nothing_is_created(
 async def test_an_unusable_replan_is_400_and_the_task_is_unchanged(
     baton: Running, nats_url: str
 ) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     cyclic = {
         "steps": [{"step_name": "x", "depends_on": ["y"]}, {"step_name": "y", "depends_on": ["x"]}]
     }
@@ -151,9 +146,9 @@ async def test_a_malformed_create_is_400_even_without_a_planner(baton: Running) 
 async def test_replan_of_an_ended_or_unknown_task_fails_before_asking_the_planner(
     baton: Running, nats_url: str
 ) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a"))
     await baton.client.cancel_task(task_id=task["task_id"])
-    async with planner_service(nats_url, baton.prefix, replan=lambda _: answer(plan("a"))) as seen:
+    async with planner_service(nats_url, baton.prefix, replan=lambda _: answer(seq("a"))) as seen:
         await rejected(
             baton, "task.replan", {"task_id": task["task_id"]}, 409, "invalid_transition"
         )
@@ -171,7 +166,7 @@ async def test_replan_of_an_ended_or_unknown_task_fails_before_asking_the_planne
 async def test_a_repeated_create_gets_its_first_reply_without_the_planner(
     baton: Running, nats_url: str
 ) -> None:
-    async with planner_service(nats_url, baton.prefix, plan=lambda _: answer(plan("a"))):
+    async with planner_service(nats_url, baton.prefix, plan=lambda _: answer(seq("a"))):
         first = await baton.client.create_task(task_name="t", msg_id="create-once")
     before = baton.notifications()
     again = await baton.client.create_task(task_name="t", msg_id="create-once")

@@ -13,7 +13,8 @@ import pytest
 
 from baton.adapters.bootstrap import Baton
 from baton.adapters.client import BatonClient
-from tests.integration.nats_support import plan, running_baton, settings_for
+from tests.integration.nats_support import running_baton, settings_for
+from tests.plans import seq
 
 pytestmark = pytest.mark.postgres
 
@@ -23,8 +24,8 @@ async def test_a_command_round_trip_on_postgres(
 ) -> None:
     settings = settings_for(nats_url, tmp_path / "data", postgres_url=postgres_db["url"])
     async with running_baton(settings) as baton:
-        task = await baton.client.create_task(task_name="pg", plan=plan("a", "b"), msg_id="pg-1")
-        again = await baton.client.create_task(task_name="pg", plan=plan("a", "b"), msg_id="pg-1")
+        task = await baton.client.create_task(task_name="pg", plan=seq("a", "b"), msg_id="pg-1")
+        again = await baton.client.create_task(task_name="pg", plan=seq("a", "b"), msg_id="pg-1")
         assert again == task
         await baton.client.start_task(task_id=task["task_id"])
         assert (await baton.client.next_step(task_id=task["task_id"]))["status"] == "queued"
@@ -41,7 +42,7 @@ async def _lifecycle(client: BatonClient, i: int) -> str:
     task = await client.create_task(
         task_name=f"job {i}",
         session_id=f"pg-session-{i}",
-        plan=plan("a", "b", "c"),
+        plan=seq("a", "b", "c"),
         msg_id=f"create-{i}",
     )
     task_id = task["task_id"]

@@ -6,15 +6,16 @@ import json
 from typing import Any
 
 from baton.adapters.messages import COMMANDS, QUERIES
-from tests.integration.nats_support import Running, plan
+from tests.integration.nats_support import Running
+from tests.plans import seq
 
 # -- query.active ------------------------------------------------------------------------------
 
 
 async def test_active_is_the_sessions_running_task_or_null(baton: Running) -> None:
     assert await baton.client.active(session_id="nobody") is None
-    first = await baton.client.create_task(task_name="a", session_id="s1", plan=plan("x"))
-    await baton.client.create_task(task_name="b", session_id="s1", plan=plan("x"))
+    first = await baton.client.create_task(task_name="a", session_id="s1", plan=seq("x"))
+    await baton.client.create_task(task_name="b", session_id="s1", plan=seq("x"))
     active = await baton.client.active(session_id="s1")
     assert active is not None
     assert active["task_id"] == first["task_id"]
@@ -28,7 +29,7 @@ async def test_active_is_the_sessions_running_task_or_null(baton: Running) -> No
 
 
 async def test_task_reads_its_own_writes(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     await baton.client.next_step(task_id=task["task_id"])
     view = await baton.client.task(task_id=task["task_id"])
     assert view["current_step"]["step_name"] == "b"
@@ -41,7 +42,7 @@ async def test_task_reads_its_own_writes(baton: Running) -> None:
 
 async def test_tasks_pages_with_a_cursor_and_filters(baton: Running) -> None:
     created = [
-        await baton.client.create_task(task_name=f"t{i}", session_id=f"page-{i}", plan=plan("a"))
+        await baton.client.create_task(task_name=f"t{i}", session_id=f"page-{i}", plan=seq("a"))
         for i in range(5)
     ]
     await baton.client.cancel_task(task_id=created[0]["task_id"])
@@ -69,10 +70,10 @@ async def test_queue_lists_ready_steps_most_urgent_first_and_pending_triggers(
     baton: Running,
 ) -> None:
     low = await baton.client.create_task(
-        task_name="low", session_id="q1", priority=9, plan=plan("a")
+        task_name="low", session_id="q1", priority=9, plan=seq("a")
     )
     high = await baton.client.create_task(
-        task_name="high", session_id="q2", priority=1, plan=plan("a")
+        task_name="high", session_id="q2", priority=1, plan=seq("a")
     )
     await baton.client.start_task(task_id=low["task_id"], delay_s=3600)
     queue = await baton.client.queue()
@@ -87,7 +88,7 @@ async def test_queue_lists_ready_steps_most_urgent_first_and_pending_triggers(
 
 
 async def test_history_lists_every_event_in_order_and_a_past_version(baton: Running) -> None:
-    task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+    task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
     await baton.client.next_step(task_id=task["task_id"])
     await baton.client.next_step(task_id=task["task_id"])
     history = await baton.client.history(task_id=task["task_id"])

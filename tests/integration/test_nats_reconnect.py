@@ -13,7 +13,8 @@ from baton.adapters.bootstrap import Baton
 from baton.adapters.client import BatonClient, BatonUnavailable
 from baton.adapters.natsserver import EmbeddedNatsServer
 from baton.adapters.publication import stream_names
-from tests.integration.nats_support import plan, settings_for
+from tests.integration.nats_support import settings_for
+from tests.plans import seq
 
 
 async def test_baton_reconnects_after_the_server_restarts_and_publication_catches_up(
@@ -25,7 +26,7 @@ async def test_baton_reconnects_after_the_server_restarts_and_publication_catche
         nc = await nats.connect(server.url, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
         client = BatonClient(nc, prefix=settings.subject_prefix, timeout=2)
         try:
-            task = await client.create_task(task_name="t", plan=plan("a", "b", "c"))
+            task = await client.create_task(task_name="t", plan=seq("a", "b", "c"))
             await asyncio.to_thread(server.restart)
 
             async def advance() -> dict[str, object]:

@@ -21,12 +21,12 @@ from baton.adapters.natsserver import free_port
 from baton.adapters.status import gather, table
 from tests.integration.nats_support import (
     Running,
-    plan,
     planner_service,
     running_baton,
     settings_for,
     wait_for,
 )
+from tests.plans import seq
 
 PLANNER_DELAY_S = 0.3
 
@@ -50,7 +50,7 @@ async def test_srv_stats_counts_the_errors_sent_and_the_time_a_command_took(
 
     async def slow_plan(_: dict[str, Any]) -> Any:
         await asyncio.sleep(PLANNER_DELAY_S)
-        return plan("a", "b")
+        return seq("a", "b")
 
     async with (
         running_baton(settings) as baton,
@@ -82,7 +82,7 @@ async def test_srv_stats_counts_the_errors_sent_and_the_time_a_command_took(
 
 async def test_srv_stats_data_carries_the_instance_figures(nats_url: str, tmp_path: Path) -> None:
     async with running_baton(settings_for(nats_url, tmp_path / "data")) as baton:
-        view = await baton.client.create_task(task_name="t", plan=plan("a"))
+        view = await baton.client.create_task(task_name="t", plan=seq("a"))
         await baton.client.start_task(task_id=view["task_id"], delay_s=3600)
         commands_done = time.time()
 
@@ -120,7 +120,7 @@ async def test_a_prometheus_scrape_returns_the_figures_and_latency_histograms(
     addr = f"127.0.0.1:{free_port('127.0.0.1')}"
     settings = settings_for(nats_url, tmp_path / "data", metrics_addr=addr)
     async with running_baton(settings) as baton:
-        view = await baton.client.create_task(task_name="t", plan=plan("a"))
+        view = await baton.client.create_task(task_name="t", plan=seq("a"))
         for _ in range(2):
             with pytest.raises(BatonRequestError):
                 await baton.client.complete_task(task_id="unknown")
@@ -157,7 +157,7 @@ async def test_json_log_lines_of_a_command_carry_its_subject_command_id_and_task
     logger.setLevel(logging.DEBUG)
     try:
         async with running_baton(settings_for(nats_url, tmp_path / "data")) as baton:
-            view = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+            view = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
             await baton.client.request(
                 "task.next", {"task_id": view["task_id"]}, msg_id="cmd-next-1"
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,10 @@ from baton.adapters.publication import (
 from baton.domain import commands as c
 from baton.domain import ids
 from baton.domain.services import BatonApp
+from tests.integration.nats_support import wait_for
+from tests.plans import seq
 
-PLAN = {"steps": [{"step_name": n, "description": f"do {n}"} for n in ("a", "b", "c")]}
+PLAN = seq("a", "b", "c")
 
 # -- fixtures ------------------------------------------------------------------------------------
 
@@ -119,13 +120,6 @@ async def pump_all(relay: ProgressRelay) -> int:
         total += await relay.pump_once()
         if relay._position == before:
             return total
-
-
-async def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 # -- streams -------------------------------------------------------------------------------------
@@ -232,7 +226,7 @@ async def test_two_relays_on_one_store_publish_each_event_once(
     for r in relays:
         r.wake()
     last = await asyncio.to_thread(app.recorder.max_notification_id)
-    await wait_for(lambda: _positions_reach(relays, last))
+    await wait_for(lambda: _positions_reach(relays, last), timeout=10)
     stop.set()
     await asyncio.gather(*runs)
     assert_exactly_once_in_order(app, task_ids, await published_by_task(js, prefix))
@@ -268,7 +262,7 @@ async def test_publication_catches_up_after_nats_restarts(
             # Restart while the relay works, and make more events while NATS is down.
             await asyncio.to_thread(server.stop)
             during = await asyncio.to_thread(drive, app, 3)
-            await wait_for(lambda: _true(relay.failures > 0))
+            await wait_for(lambda: _true(relay.failures > 0), timeout=10)
             await asyncio.to_thread(server.start)
             after = await asyncio.to_thread(drive, app, 2)
             relay.wake()

@@ -22,8 +22,9 @@ from baton.adapters.publication import TriggerScheduler, stream_names
 from baton.domain import commands as c
 from baton.domain.services import BatonApp
 from baton.projections import Projections
+from tests.plans import seq
 
-PLAN = {"steps": [{"step_name": n, "description": f"do {n}"} for n in ("a", "b")]}
+PLAN = seq("a", "b")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -80,8 +81,8 @@ async def triggers_in_stream(js: Any, prefix: str) -> list[tuple[dict[str, Any],
     if info.state.messages == 0:
         return []
     out = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await js.get_msg(stream, seq)
+    for number in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(stream, number)
         out.append((json.loads(msg.data), msg.headers["Nats-Msg-Id"]))
     return out
 

@@ -22,7 +22,8 @@ from baton.adapters.config import Settings, event_store_env
 from baton.adapters.publication import listener as listener_module
 from baton.domain import commands as c
 from baton.domain.services import BatonApp
-from tests.integration.nats_support import plan, running_baton, settings_for
+from tests.integration.nats_support import running_baton, settings_for
+from tests.plans import seq
 
 pytestmark = pytest.mark.postgres
 
@@ -59,7 +60,7 @@ async def test_events_of_another_instance_are_published_and_projected_at_once(
             for n in range(20):
                 sent = time.monotonic()
                 view = await asyncio.to_thread(
-                    other.handle, c.CreateTask(task_name=f"t{n}", plan=plan("a"))
+                    other.handle, c.CreateTask(task_name=f"t{n}", plan=seq("a"))
                 )
                 committed = time.monotonic()
                 while True:  # the first message of this task (the last one's may trail)

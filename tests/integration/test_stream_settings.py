@@ -29,7 +29,8 @@ from baton.adapters.publication import (
     ensure_streams,
     stream_names,
 )
-from tests.integration.nats_support import plan, running_baton, settings_for
+from tests.integration.nats_support import running_baton, settings_for
+from tests.plans import seq
 
 
 @pytest.fixture
@@ -153,7 +154,7 @@ async def test_the_service_and_the_client_take_several_server_urls(
     async with running_baton(settings_for(urls, tmp_path / "data")) as baton:
         assert baton.client.nc.connected_url.netloc == nats_url.split("://")[1]
         async with await BatonClient.connect(urls, prefix=baton.prefix, timeout=10) as client:
-            view = await client.create_task(task_name="t", task_instruction="do", plan=plan("a"))
+            view = await client.create_task(task_name="t", task_instruction="do", plan=seq("a"))
             assert view["status"] == "running"
 
 

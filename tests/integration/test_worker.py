@@ -17,7 +17,8 @@ import pytest
 
 from baton.adapters.client import BatonRequestError
 from baton.adapters.worker import consume_triggers, work
-from tests.integration.nats_support import Running, plan, running_baton, settings_for
+from tests.integration.nats_support import Running, running_baton, settings_for
+from tests.plans import seq
 
 BATON = str(Path(sys.executable).parent / "baton")
 
@@ -135,7 +136,7 @@ async def test_lapsed_leases_count_as_attempts(nats_url: str, tmp_path: Path) ->
 
 async def test_the_worker_fails_a_step_whose_handler_raises(nats_url: str, tmp_path: Path) -> None:
     async with running_baton(settings_for(nats_url, tmp_path)) as baton:
-        task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+        task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
 
         async def handler(step: dict[str, Any]) -> Any:
             raise RuntimeError(f"cannot do {step['step_name']}")
@@ -155,7 +156,7 @@ async def test_handler_results_chain_with_claim_next_to_finish_a_plan(
 ) -> None:
     async with running_baton(settings_for(nats_url, tmp_path)) as baton:
         task = await baton.client.create_task(
-            task_name="t", session_id="chain", plan=plan("a", "b", "c")
+            task_name="t", session_id="chain", plan=seq("a", "b", "c")
         )
         seen: list[str] = []
 
@@ -238,7 +239,7 @@ async def test_stopping_a_worker_finishes_the_step_in_hand_and_claims_no_more(
     nats_url: str, tmp_path: Path
 ) -> None:
     async with running_baton(settings_for(nats_url, tmp_path)) as baton:
-        task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+        task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
         stop = asyncio.Event()
 
         async def handler(step: dict[str, Any]) -> Any:
@@ -283,7 +284,7 @@ async def test_the_trigger_consumer_handles_current_steps_and_skips_stale_trigge
 ) -> None:
     async with running_baton(settings_for(nats_url, tmp_path)) as baton:
         task = await baton.client.create_task(
-            task_name="t", session_id="trig", plan=plan("a", "b", "c")
+            task_name="t", session_id="trig", plan=seq("a", "b", "c")
         )
         await baton.client.start_task(task_id=task["task_id"])  # a trigger for a
         await asyncio.sleep(1.5)  # published
@@ -329,7 +330,7 @@ async def test_baton_work_runs_a_shell_command_per_step_to_finish_a_plan(
     settings = settings_for(nats_url, tmp_path)
     async with running_baton(settings) as baton:
         task = await baton.client.create_task(
-            task_name="t", session_id="shell", plan=plan("a", "b", "c")
+            task_name="t", session_id="shell", plan=seq("a", "b", "c")
         )
         command = (
             'python3 -c "import json, sys; step = json.load(sys.stdin); '
@@ -353,7 +354,7 @@ async def test_baton_work_fails_a_step_whose_command_exits_non_zero(
     nats_url: str, tmp_path: Path
 ) -> None:
     async with running_baton(settings_for(nats_url, tmp_path)) as baton:
-        task = await baton.client.create_task(task_name="t", plan=plan("a"))
+        task = await baton.client.create_task(task_name="t", plan=seq("a"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
         done = await asyncio.to_thread(
             subprocess.run,
@@ -370,7 +371,7 @@ async def test_the_cli_claims_with_a_lease_heartbeats_and_completes_fenced_claim
     nats_url: str, tmp_path: Path
 ) -> None:
     async with running_baton(settings_for(nats_url, tmp_path)) as baton:
-        task = await baton.client.create_task(task_name="t", plan=plan("a", "b"))
+        task = await baton.client.create_task(task_name="t", plan=seq("a", "b"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
         common = ["--nats", nats_url, "--prefix", baton.prefix]
 

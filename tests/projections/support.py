@@ -1,4 +1,4 @@
-"""Helpers for the projection tests: plans and commands in one line."""
+"""Helpers for the projection tests: commands in one line (plans: tests/plans.py)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,6 @@ from typing import Any
 
 from baton.domain import commands as c
 from baton.domain.services import BatonApp
-
-
-def seq(*names: str) -> dict[str, Any]:
-    """A sequential plan."""
-    return {"steps": [{"step_name": n, "description": f"do {n}"} for n in names]}
-
-
-def graph(**deps: list[str]) -> dict[str, Any]:
-    """A dependency-graph plan: ``graph(a=[], b=["a"])``."""
-    return {
-        "steps": [
-            {"step_name": n, "description": f"do {n}", "depends_on": list(d)}
-            for n, d in deps.items()
-        ]
-    }
 
 
 def create(app: BatonApp, plan: dict[str, Any], **fields: Any) -> str:

@@ -18,7 +18,8 @@ from baton.domain import commands as c
 from baton.domain.errors import BatonError
 from baton.domain.services import BatonApp
 from baton.projections import Projections
-from tests.projections.support import create, graph, seq
+from tests.plans import graph, seq
+from tests.projections.support import create
 
 ROOT = Path(__file__).resolve().parents[2]
 

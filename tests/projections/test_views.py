@@ -10,7 +10,8 @@ from baton.domain import commands as c
 from baton.domain.errors import InvalidRequest, NotFound
 from baton.domain.services import BatonApp
 from baton.projections import Projections
-from tests.projections.support import create, graph, seq, step_id
+from tests.plans import graph, seq
+from tests.projections.support import create, step_id
 
 # -- the active task -----------------------------------------------------------------------------
 

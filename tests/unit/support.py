@@ -24,21 +24,6 @@ def new_app(env: dict[str, str] | None = None, **kwargs: Any) -> BatonApp:
     return BatonApp(dict(env or POPO), **kwargs)
 
 
-def seq(*names: str, **plan: Any) -> dict[str, Any]:
-    """A sequential plan: no step has a ``depends_on`` key."""
-    return {**plan, "steps": [{"step_name": n, "description": f"do {n}"} for n in names]}
-
-
-def graph(**deps: list[str]) -> dict[str, Any]:
-    """A dependency-graph plan, in keyword order: ``graph(a=[], b=["a"])``."""
-    return {
-        "steps": [
-            {"step_name": n, "description": f"do {n}", "depends_on": list(d)}
-            for n, d in deps.items()
-        ]
-    }
-
-
 def create(app: BatonApp, plan: dict[str, Any], **fields: Any) -> dict[str, Any]:
     fields.setdefault("task_name", "demo")
     view: dict[str, Any] = app.handle(c.CreateTask(plan=plan, **fields))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from baton.domain import commands as c
 from baton.domain.services import NewestVersionCache
-from tests.unit.support import create, seq
+from tests.plans import seq
+from tests.unit.support import create
 
 
 def test_an_older_version_never_replaces_a_newer_one_in_the_cache(app):

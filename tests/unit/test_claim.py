@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from baton.domain import commands as c
 from baton.domain.errors import InvalidRequest
-from tests.unit.support import create, graph, seq, sid, step
+from tests.plans import graph, seq
+from tests.unit.support import create, sid, step
 
 
 def claim(app, **kw):

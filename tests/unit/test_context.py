@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from baton.domain import commands as c
 from baton.domain.errors import InvalidTransition
-from tests.unit.support import create, graph, seq, sid, step
+from tests.plans import graph, seq
+from tests.unit.support import create, sid, step
 
 
 def test_context_is_added_to_the_task_once_and_every_claimed_step_sees_it(app):

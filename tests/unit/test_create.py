@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 from baton.domain import commands as c
 from baton.domain.errors import InvalidRequest
-from tests.unit.support import create, graph, seq, statuses, step
+from tests.plans import graph, seq
+from tests.unit.support import create, statuses, step
 
 
 def test_create_makes_the_first_step_of_a_sequential_plan_current(app):

@@ -6,7 +6,8 @@ import pytest
 
 from baton.domain import commands as c
 from baton.domain.errors import InvalidTransition
-from tests.unit.support import create, graph, seq, sid, statuses, step
+from tests.plans import graph, seq
+from tests.unit.support import create, sid, statuses, step
 
 ENDINGS = [
     (c.CompleteTask, "completed", "completed"),

@@ -7,7 +7,8 @@ import pytest
 from baton.domain import commands as c
 from baton.domain.errors import InvalidTransition
 from baton.domain.services import BatonApp
-from tests.unit.support import create, notification_count, seq, sid
+from tests.plans import seq
+from tests.unit.support import create, notification_count, sid
 
 
 def test_a_repeated_create_returns_the_first_reply_and_appends_nothing(app):

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from baton.domain import ids
-from tests.unit.support import create, seq
+from tests.plans import seq
+from tests.unit.support import create
 
 SAFE = re.compile(r"^[A-Za-z0-9_-]+-[0-9a-f]{8}$")
 

@@ -6,7 +6,8 @@ import pytest
 
 from baton.domain import commands as c
 from baton.domain.errors import StaleClaim
-from tests.unit.support import create, graph, seq, sid, step
+from tests.plans import graph, seq
+from tests.unit.support import create, sid, step
 
 
 def claim(app, task_id, **fields):

@@ -7,7 +7,8 @@ import pytest
 from baton.domain import commands as c
 from baton.domain.errors import InvalidPlan
 from baton.domain.plans import Plan, find_cycle, is_sequential, resolve
-from tests.unit.support import create, graph, seq, statuses, step
+from tests.plans import graph, seq
+from tests.unit.support import create, statuses, step
 
 
 def test_a_plan_without_depends_on_chains_each_step_to_the_one_before(app):

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from baton.domain import commands as c
 from baton.domain.errors import CommandIdReused, InvalidPlan, TooLarge
 from baton.domain.limits import MAX_STEPS
-from tests.unit.support import create, graph, new_app, seq, sid, statuses, step
+from tests.plans import graph, seq
+from tests.unit.support import create, new_app, sid, statuses, step
 
 
 def names(*ns):

@@ -6,7 +6,8 @@ import pytest
 
 from baton.domain import commands as c
 from baton.domain.errors import InvalidTransition
-from tests.unit.support import create, seq, statuses
+from tests.plans import seq
+from tests.unit.support import create, statuses
 
 
 def test_a_session_runs_one_task_and_queues_the_others_in_order(app):
