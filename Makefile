@@ -47,6 +47,7 @@ bench: venv
 
 soak: venv
 	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -q -p no:cacheprovider tests/property tests/faults $(PYTEST_ARGS)
+	$(BIN)/python -m bench retention
 
 # Build artefacts and caches; keeps the venv and the data in var/.
 clean:

@@ -1,7 +1,8 @@
 """``python -m bench [NAME ...] [--quick]``: runs the benchmarks (all of them by default).
 
 Names (or numbers): baselines, commands (1), transitions (2), rebuild (3), scale (4),
-longtask (5), postgres (6), plansize (7), profile. The peers and profilers of
+longtask (5), postgres (6), plansize (7), profile, and the soak retention (s), which runs only
+when named (``make soak`` does). The peers and profilers of
 ``bench/requirements-peers.txt`` are installed into this interpreter on first use, and the wheel
 of seed 004's TaskQueue is unzipped into the virtualenv (``bench/taskqueue.py``); a peer whose
 install fails is skipped with the reason. Figures are noisy on a busy machine: each ratio
@@ -37,7 +38,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "postgres": ("6", "bench.postgres"),
     "plansize": ("7", "bench.plansize"),
     "profile": ("p", "bench.profile"),
+    "retention": ("s", "bench.retention"),
 }
+#: Soaks run only when named (``make soak`` names them): they take minutes by design.
+ONLY_WHEN_NAMED = {"retention"}
 NEEDS_PEERS = {"transitions", "plansize", "profile"}
 
 
@@ -99,7 +103,9 @@ def _resolve(names: list[str]) -> list[str]:
         if name not in BENCHMARKS:
             raise SystemExit(f"unknown benchmark {raw!r}; choose from {', '.join(BENCHMARKS)}")
         chosen.append(name)
-    return [name for name in BENCHMARKS if name in chosen] if chosen else list(BENCHMARKS)
+    if not chosen:
+        return [name for name in BENCHMARKS if name not in ONLY_WHEN_NAMED]
+    return [name for name in BENCHMARKS if name in chosen]
 
 
 def main(argv: list[str] | None = None) -> int:

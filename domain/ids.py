@@ -23,17 +23,19 @@ def new_task_id(task_name: str) -> str:
     return f"{slug}-{secrets.token_hex(4)}"
 
 
-@lru_cache(maxsize=65536)
+# Small caches: a task's or session's uuid is asked for a few times per command; a command id's
+# once or twice in its life, so caching many of them would only hold memory (issue 15's soak).
+@lru_cache(maxsize=4096)
 def task_uuid(task_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"task:{task_id}")
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=1024)
 def session_uuid(session_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"session:{session_id}")
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=256)
 def command_uuid(command_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"command:{command_id}")
 
