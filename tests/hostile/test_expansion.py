@@ -16,42 +16,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from baton.adapters.client import BatonClient
-from baton.adapters.config import event_store_env
-from baton.adapters.harness import LoopThread
 from baton.adapters.natsserver import EmbeddedNatsServer
 from baton.adapters.publication import ProgressRelay
 from baton.domain.limits import MAX_REQUEST_BYTES
-from baton.domain.services import BatonApp
 from tests.faults.support import ServiceProcess, emit, new_prefix
+from tests.hostile.support import LiveService
 
 EXAMPLES = max(20, settings.default.max_examples // 3)  # ci: 20
 
 
-class Target:
+class Target(LiveService):
+    """The live service, and what the tests saw of it."""
+
     def __init__(self, service: ServiceProcess) -> None:
-        self.service = service
-        self.loop = LoopThread()
-        self.client = self.loop.run(
-            BatonClient.connect(service.nats_url, prefix=service.prefix, timeout=60)
-        )
-        self.app = BatonApp(event_store_env(service.settings()))
+        super().__init__(service, timeout=60)
         self.task_ids: list[str] = []
         self.answers: Counter[str] = Counter()
         self.largest: tuple[int, int, str] = (0, 0, "")
         """The largest reply seen: (its size, its request's size, subject)."""
-
-    def raw(self, subject: str, body: bytes) -> tuple[dict[str, str], bytes]:
-        async def send() -> tuple[dict[str, str], bytes]:
-            msg = await self.client.nc.request(f"{self.service.prefix}.{subject}", body, timeout=60)
-            return dict(msg.headers or {}), msg.data
-
-        return self.loop.run(send())
-
-    def close(self) -> None:
-        self.loop.run(self.client.close())
-        self.loop.close()
-        self.app.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from baton.adapters.client import BatonClient, BatonRequestError
-from baton.adapters.config import event_store_env
-from baton.adapters.harness import LoopThread
+from baton.adapters.client import BatonRequestError
 from baton.adapters.messages import COMMANDS, QUERIES, parse
 from baton.adapters.natsserver import EmbeddedNatsServer
 from baton.domain.errors import BatonError
 from baton.domain.limits import MAX_REQUEST_BYTES
-from baton.domain.services import BatonApp
 from tests.faults.support import ServiceProcess, emit, new_prefix
+from tests.hostile.support import LiveService
 
 SUBJECTS = sorted([*COMMANDS, *QUERIES])
 MODELS = {**COMMANDS, **QUERIES}
@@ -40,33 +38,13 @@ def big_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
-class Target:
-    """The live service, a client on a loop thread, the store, and tasks to aim at."""
+class Target(LiveService):
+    """The live service, and tasks to aim at."""
 
     def __init__(self, service: ServiceProcess) -> None:
-        self.service = service
-        self.loop = LoopThread()
-        self.client = self.loop.run(
-            BatonClient.connect(service.nats_url, prefix=service.prefix, timeout=15)
-        )
-        self.app = BatonApp(event_store_env(service.settings()))
+        super().__init__(service, timeout=15)
         self.tasks: dict[str, dict[str, Any]] = {}
         self.tried: Counter[str] = Counter()
-
-    def notifications(self) -> int:
-        return int(self.app.recorder.max_notification_id() or 0)
-
-    def raw(self, subject: str, body: bytes) -> tuple[dict[str, str], bytes]:
-        async def send() -> tuple[dict[str, str], bytes]:
-            msg = await self.client.nc.request(f"{self.service.prefix}.{subject}", body, timeout=15)
-            return dict(msg.headers or {}), msg.data
-
-        return self.loop.run(send())
-
-    def close(self) -> None:
-        self.loop.run(self.client.close())
-        self.loop.close()
-        self.app.close()
 
 
 @pytest.fixture(scope="module")

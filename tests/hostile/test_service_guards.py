@@ -24,7 +24,7 @@ from baton.adapters.subscriptions import flush_subscriptions
 from baton.domain import commands as c
 from baton.domain.errors import InvalidRequest
 from baton.domain.limits import MAX_ID
-from tests.integration.nats_support import Running, new_prefix, rejected, wait_for
+from tests.integration.nats_support import Running, new_prefix, rejected, side_service, wait_for
 from tests.plans import seq
 
 MIB = 1024 * 1024
@@ -69,13 +69,8 @@ class HugeReplies:
 
 
 async def test_a_query_reply_over_max_payload_is_a_413_error_reply(baton: Running) -> None:
-    prefix = new_prefix()
-    service = BatonService(baton.baton.nc, baton.app, HugeQueries(), prefix=prefix)  # type: ignore[arg-type]
-    await service.start()
-    try:
+    async with side_service(baton, queries=HugeQueries()) as prefix:
         msg = await baton.nc.request(f"{prefix}.query.task", b'{"task_id": "x"}', timeout=5)
-    finally:
-        await service.stop()
     error = error_of(msg)
     assert (error["code"], error["reason"]) == (413, "too_large")
     assert error["details"]["limit"] == baton.nc.max_payload
@@ -86,17 +81,12 @@ async def test_a_query_reply_over_max_payload_is_a_413_error_reply(baton: Runnin
 async def test_a_command_reply_over_max_payload_says_the_command_was_applied(
     baton: Running,
 ) -> None:
-    prefix = new_prefix()
     app = HugeReplies()
-    service = BatonService(baton.baton.nc, app, HugeQueries(), prefix=prefix)  # type: ignore[arg-type]
-    await service.start()
-    try:
+    async with side_service(baton, app=app, queries=HugeQueries()) as prefix:
         # The service tells an application that can hear it the largest message it may produce.
         assert app.max_message_bytes == baton.baton.nc.max_payload > 0
         body = json.dumps({"task_id": "t1"}).encode()
         msg = await baton.nc.request(f"{prefix}.task.start", body, timeout=5)
-    finally:
-        await service.stop()
     error = error_of(msg)
     assert (error["code"], error["reason"]) == (413, "too_large")
     assert error["details"]["applied"] is True
@@ -279,13 +269,8 @@ class VerboseQueries:
 async def test_an_error_too_big_for_its_details_is_sent_with_its_message_only(
     baton: Running,
 ) -> None:
-    prefix = new_prefix()
-    service = BatonService(baton.baton.nc, baton.app, VerboseQueries(), prefix=prefix)  # type: ignore[arg-type]
-    await service.start()
-    try:
+    async with side_service(baton, queries=VerboseQueries()) as prefix:
         msg = await baton.nc.request(f"{prefix}.query.task", b'{"task_id": "x"}', timeout=5)
-    finally:
-        await service.stop()
     error = error_of(msg)
     assert (error["code"], error["reason"], error["message"]) == (
         400,

@@ -20,6 +20,7 @@ from nats.micro.request import Request
 from baton.adapters.bootstrap import Baton
 from baton.adapters.client import BatonClient
 from baton.adapters.config import Settings
+from baton.adapters.service import BatonService
 from baton.adapters.subscriptions import flush_subscriptions
 from baton.domain.services import BatonApp
 
@@ -94,6 +95,26 @@ class StartBaton(Protocol):
     timeout, stopped after the test."""
 
     async def __call__(self, *, timeout: float = ..., **overrides: Any) -> Running: ...
+
+
+@asynccontextmanager
+async def side_service(
+    baton: Running, *, app: Any = None, queries: Any = None
+) -> AsyncIterator[str]:
+    """A ``BatonService`` of its own on ``baton``'s connection, under a new subject prefix, with
+    another application or read side (a fake) if given; yields its prefix, stops it after."""
+    prefix = new_prefix()
+    service = BatonService(
+        baton.baton.nc,
+        app if app is not None else baton.app,
+        queries if queries is not None else baton.baton.projections,
+        prefix=prefix,
+    )
+    await service.start()
+    try:
+        yield prefix
+    finally:
+        await service.stop()
 
 
 async def rejected(

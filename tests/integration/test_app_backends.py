@@ -20,7 +20,7 @@ from baton.domain.services import BatonApp
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
 
-@pytest.fixture(params=["popo", "sqlite", "postgres"])
+@pytest.fixture(params=["popo", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The eventsourcing environment of one backend."""
     if request.param == "popo":

@@ -12,14 +12,13 @@ import pytest
 
 from baton.adapters.client import BatonRequestError
 from baton.adapters.natsserver import EmbeddedNatsServer
-from baton.adapters.service import BatonService
 from baton.domain.limits import MAX_REQUEST_BYTES
 from tests.integration.nats_support import (
     Running,
-    new_prefix,
     rejected,
     running_baton,
     settings_for,
+    side_service,
 )
 from tests.plans import seq
 
@@ -196,13 +195,8 @@ class BrokenQueries:
 async def test_an_unexpected_exception_is_500_without_its_internals(
     baton: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
-    prefix = new_prefix()
-    service = BatonService(baton.baton.nc, baton.app, BrokenQueries(), prefix=prefix)  # type: ignore[arg-type]
-    await service.start()
-    try:
+    async with side_service(baton, queries=BrokenQueries()) as prefix:
         msg = await baton.nc.request(f"{prefix}.query.task", b'{"task_id": "x"}', timeout=5)
-    finally:
-        await service.stop()
     headers = msg.headers or {}
     error = json.loads(msg.data)["error"]
     assert headers["Nats-Service-Error-Code"] == "500"
@@ -232,12 +226,7 @@ async def test_every_endpoint_answers_as_soon_as_start_returns(baton: Running) -
     ahead of subscriptions still queued for the socket, so a PONG alone proves nothing)."""
     assert baton.baton.projections is not None
     for _ in range(20):
-        prefix = new_prefix()
-        service = BatonService(baton.baton.nc, baton.app, baton.baton.projections, prefix=prefix)
-        await service.start()
-        try:
+        async with side_service(baton) as prefix:
             # The last endpoints subscribed are the ones a too-early PONG leaves behind.
             msg = await baton.nc.request(f"{prefix}.query.history", b'{"task_id": "x"}', timeout=5)
-        finally:
-            await service.stop()
         assert (msg.headers or {})["Nats-Service-Error-Code"] == "404"
