@@ -2,7 +2,8 @@
 
 Settings -> event store -> BatonApp (with per-task workspaces) -> projections -> NATS connection
 (reconnecting forever) -> JetStream streams -> the micro service -> the progress relay, the
-trigger scheduler and the projections' background catch-up. ``serve()`` runs all of it until
+trigger scheduler and the projections' background catch-up (``background``: in the publisher
+process beside the service, or in this one) and the lease keeper. ``serve()`` runs all of it until
 SIGINT / SIGTERM (or a given stop event), then shuts down in order: stop accepting requests,
 finish the ones in flight, stop publication, drain the connection, close the store.
 """
@@ -28,13 +29,13 @@ from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 
 from baton.adapters import logs
+from baton.adapters.background import Publication, PublisherProcess
 from baton.adapters.config import (
     SettingError,
     Settings,
     event_store_env,
     has_nats_credentials,
     nats_credentials,
-    postgres_params,
     publisher_settings,
 )
 from baton.adapters.leases import LeaseKeeper
@@ -48,7 +49,7 @@ from baton.adapters.publication import (
     TriggerScheduler,
     ensure_streams,
 )
-from baton.adapters.publication.listener import LISTENING_POLL_S, StoreListener, listener_for
+from baton.adapters.publication.listener import StoreListener
 from baton.adapters.service import BatonService
 from baton.adapters.streamids import MessageIds, deployment_secret
 from baton.adapters.workspace import DirectoryWorkspace
@@ -60,8 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("baton")
 
-#: How often the projections' background thread applies new events (queries catch up anyway).
-PROJECTION_INTERVAL_S = 0.2
 #: Threads running store and projection calls for the service.
 SERVICE_THREADS = 8
 
@@ -185,18 +184,29 @@ class Baton:
         self.publisher_nc: Client | None = None
         """The connection that publishes to the streams (``nc`` unless BATON_NATS_PUBLISHER_*)."""
         self.service: BatonService | None = None
-        self.relay: ProgressRelay | None = None
-        self.scheduler: TriggerScheduler | None = None
+        self.publication: Publication | None = None
+        """The relay, scheduler and views' catch-up, when they run in this process."""
+        self.publisher_process: PublisherProcess | None = None
+        """The process they run in otherwise (``BATON_PUBLISHER_PROCESS``)."""
         self.dashboard: Dashboard | None = None
-        self.listener: StoreListener | None = None
         self.metrics = ServiceMetrics()
         self._stop_instrumentation: Callable[[], Any] | None = None
         self.executor = ThreadPoolExecutor(SERVICE_THREADS, thread_name_prefix="baton")
-        self._stop_publication = asyncio.Event()
-        self._publication: list[asyncio.Task[None]] = []
-        self._stop_projections = threading.Event()
-        self._projection_thread: threading.Thread | None = None
+        self._stop_leases = asyncio.Event()
+        self._lease_keeper: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def relay(self) -> ProgressRelay | None:
+        return self.publication.relay if self.publication is not None else None
+
+    @property
+    def scheduler(self) -> TriggerScheduler | None:
+        return self.publication.scheduler if self.publication is not None else None
+
+    @property
+    def listener(self) -> StoreListener | None:
+        return self.publication.listener if self.publication is not None else None
 
     @classmethod
     async def start(cls, settings: Settings) -> Baton:
@@ -249,40 +259,23 @@ class Baton:
         policy = StreamPolicy.from_settings(settings)
         await ensure_streams(js, settings.subject_prefix, policy)
         secret = await self._in_thread(_creating_tables, lambda: deployment_secret(app.recorder))
-        ids = MessageIds(secret)  # stream message ids no client can compute
-        self.relay = ProgressRelay(app, js, settings.subject_prefix, policy=policy, ids=ids)
-        self.scheduler = TriggerScheduler(
-            self.projections, js, settings.subject_prefix, policy=policy, ids=ids
-        )
-        interval = PROJECTION_INTERVAL_S
-        self.listener = listener_for(
-            app,
-            postgres_params(settings.postgres_url) if settings.postgres_url else None,
-            (self.relay.wake, self.scheduler.wake, self.projections.wake),
-        )
-        if self.listener is not None:  # woken on every commit: polling is only a safety net
-            self.listener.start()
-            self.relay.poll_interval = interval = LISTENING_POLL_S
-        loop = asyncio.get_running_loop()
-        self._publication = [
-            loop.create_task(self.relay.run(self._stop_publication), name="progress-relay"),
-            loop.create_task(self.scheduler.run(self._stop_publication), name="trigger-scheduler"),
-        ]
-        self._projection_thread = threading.Thread(
-            target=self.projections.run,
-            args=(self._stop_projections, interval),
-            name="baton-projections",
-            daemon=True,
-        )
-        self._projection_thread.start()
+        wakes: tuple[Callable[[], None], ...]
+        if settings.publisher_process:
+            self.publisher_process = PublisherProcess(settings)
+            await self.publisher_process.start()
+            wakes = (self.publisher_process.wake,)
+        else:
+            self.publication = Publication(app, self.projections, js, settings, MessageIds(secret))
+            self.publication.start()
+            wakes = (self.publication.relay.wake, self.publication.scheduler.wake)
         self.leases = LeaseKeeper(
             app,
             self.projections,
             self._in_thread,
             idempotency_window_s=settings.idempotency_window_s,
         )
-        self._publication.append(
-            loop.create_task(self.leases.run(self._stop_publication), name="lease-keeper")
+        self._lease_keeper = asyncio.get_running_loop().create_task(
+            self.leases.run(self._stop_leases), name="lease-keeper"
         )
 
         self.service = BatonService(
@@ -293,7 +286,7 @@ class Baton:
             planner=NatsPlanner(nc, settings.subject_prefix, settings.planner_timeout_s),
             planner_concurrency=settings.planner_concurrency,
             executor=self.executor,
-            on_change=(self.relay.wake, self.scheduler.wake),
+            on_change=wakes,
             metrics=self.metrics,
         )
         self._stop_instrumentation = await start_instrumentation(
@@ -323,9 +316,8 @@ class Baton:
         if self.service is not None:  # another server of a cluster may carry less
             self.service.learn_message_limit()
         # Publication resumes by itself; nudge it so it does not wait for its next poll.
-        for publisher in (self.relay, self.scheduler):
-            if publisher is not None:
-                publisher.wake()
+        if self.publication is not None:
+            self.publication.wake()
 
     async def _ensure_nats_server(self) -> None:
         url = self.settings.nats_url
@@ -375,16 +367,14 @@ class Baton:
             await self._stage("stopping the instrumentation", self._stop_instrumentation())
         if self.service is not None:
             await self._stage("stopping the service", self.service.stop())
-        self._stop_publication.set()
-        if self._publication:
-            await asyncio.gather(*self._publication, return_exceptions=True)
-        if self.listener is not None:
-            await asyncio.to_thread(self.listener.stop)
-        self._stop_projections.set()
-        if self.projections is not None:
-            self.projections.wake()
-        if self._projection_thread is not None:
-            await asyncio.to_thread(self._projection_thread.join, 10)
+        self._stop_leases.set()
+        if self._lease_keeper is not None:
+            await asyncio.gather(self._lease_keeper, return_exceptions=True)
+        if self.publication is not None:
+            await self._stage("stopping publication", self.publication.stop())
+        if self.publisher_process is not None:
+            # After the commands in flight: it publishes what they stored, then exits.
+            await self._stage("stopping the publisher process", self.publisher_process.stop())
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -443,7 +433,7 @@ async def serve(
     try:
         baton = await Baton.start(settings)
         try:
-            _tune_gc()
+            tune_gc()
             _tune_switching()
             log.info("ready")
             if ready is not None:
@@ -457,7 +447,7 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Fewer collections, and none of what start-up allocated (modules, caches) walked again."""
     gc.collect()
     gc.freeze()

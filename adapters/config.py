@@ -112,6 +112,12 @@ class Settings:
     """``BATON_IDEMPOTENCY_WINDOW_S``: how long a command id's first reply is kept (a repeat
     after that runs as a new command), like JetStream's duplicate window."""
 
+    publisher_process: bool = False
+    """``BATON_PUBLISHER_PROCESS``: ``1`` (the default from the environment) runs the views'
+    catch-up, the progress relay and the trigger scheduler in a process of their own beside the
+    service, so replies do not wait on their CPU; ``0`` runs them in the service's process.
+    Settings made in code default to the latter."""
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
@@ -154,6 +160,7 @@ class Settings:
             idempotency_window_s=_bounded(
                 env, "BATON_IDEMPOTENCY_WINDOW_S", 86_400.0, 0.0, 365 * 86_400.0
             ),
+            publisher_process=_choice(env, "BATON_PUBLISHER_PROCESS", "1", ("1", "0")) == "1",
         )
 
     @property

@@ -29,6 +29,8 @@ from nats.micro.service import EndpointStats, Service, ServiceConfig, ServiceSta
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from baton.adapters.publication.progress import backlog_reader
+
 log = logging.getLogger(__name__)
 
 #: How often the figures are read from the store.
@@ -300,6 +302,9 @@ def register_figures(metrics: ServiceMetrics, baton: Any) -> None:
         lapsing = _lapsed_lease_counter(projections)
         if lapsing is not None:
             metrics.add_figure("lapsing_leases", lapsing)
+    if relay is None and baton.app is not None:  # the relay runs in the publisher process
+        prefix = baton.settings.subject_prefix
+        metrics.add_figure("relay_backlog", backlog_reader(baton.app, prefix))
     if relay is not None:
         metrics.add_figure("relay_backlog", relay.backlog)
         metrics.add_figure("progress_published", lambda: relay.published, live=True)

@@ -193,3 +193,61 @@ async def test_sigkill_mid_run_then_restart_applies_every_acknowledged_command_o
 
     baton_process.signal(signal.SIGTERM)
     assert await asyncio.to_thread(baton_process.wait) == 0
+
+
+def _children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_the_publisher_process_goes_with_a_killed_service_and_comes_back_with_it(
+    baton_process: ServiceProcess, nats_url: str
+) -> None:
+    await asyncio.to_thread(baton_process.start)
+    assert baton_process.process is not None
+    service = baton_process.process.pid
+    publishers = _children_of(service)
+    assert len(publishers) == 1, publishers  # baton serve runs its publisher beside it
+    prefix = baton_process.prefix
+    progress_stream = stream_names(prefix)[0]
+    async with await BatonClient.connect(nats_url, prefix=prefix, timeout=5) as client:
+        first = await client.create_task(task_name="before", plan=seq("a"))
+        await wait_for_stream(nats_url, progress_stream, 1)
+        baton_process.signal(signal.SIGKILL)
+        await asyncio.to_thread(baton_process.wait)
+        deadline = time.monotonic() + 10
+        while _alive(publishers[0]):  # its pipe from the service closed: it stops by itself
+            assert time.monotonic() < deadline, "the publisher outlived its service"
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(baton_process.start)
+        second = await client.create_task(task_name="after", plan=seq("a"))
+        versions = {
+            t["task_id"]: [
+                e["version"] for e in (await client.history(task_id=t["task_id"]))["events"]
+            ]
+            for t in (first, second)
+        }
+        await wait_for_stream(nats_url, progress_stream, sum(map(len, versions.values())))
+    published: dict[str, list[int]] = {}
+    for body, _ in await stream_messages(nats_url, progress_stream):
+        published.setdefault(body["task_id"], []).append(body["version"])
+    assert published == versions  # each event once, in order, nothing lost

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from baton.adapters import bootstrap
+from baton.adapters import background
 from baton.adapters.config import Settings, event_store_env
 from baton.adapters.publication import listener as listener_module
 from baton.domain import commands as c
@@ -32,7 +32,7 @@ HOUR = 3600.0
 
 @pytest.fixture
 def slow_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bootstrap, "LISTENING_POLL_S", HOUR)
+    monkeypatch.setattr(background, "PROJECTION_INTERVAL_S", HOUR)
     monkeypatch.setattr(listener_module, "LISTENING_POLL_S", HOUR)
 
 
