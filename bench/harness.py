@@ -77,17 +77,20 @@ class Child:
         return self
 
     def memory_kib(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak resident) of the child, in KiB, from /proc."""
-        found: dict[str, int] = {}
-        try:
-            with open(f"/proc/{self.pid}/status") as status:
-                for line in status:
-                    key, _, value = line.partition(":")
-                    if key in ("VmRSS", "VmHWM"):
-                        found[key] = int(value.split()[0])
-        except OSError:
-            pass
-        return found
+        """VmRSS and VmHWM (peak resident) of the child, in KiB, from /proc; with the processes
+        it started (``baton serve``'s publisher process) added: ``VmRSS``/``VmHWM`` are the sums,
+        ``service_*`` and ``publisher_*`` the parts."""
+        found = _memory_of(self.pid)
+        out = dict(found)
+        for key in ("VmRSS", "VmHWM"):
+            out[f"service_{key}"] = found.get(key, 0)
+            out[f"publisher_{key}"] = 0
+        for child in _children_of(self.pid):
+            theirs = _memory_of(child)
+            for key in ("VmRSS", "VmHWM"):
+                out[key] = out.get(key, 0) + theirs.get(key, 0)
+                out[f"publisher_{key}"] += theirs.get(key, 0)
+        return out
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -128,6 +131,27 @@ class Child:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _memory_of(pid: int) -> dict[str, int]:
+    found: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    found[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return found
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(p) for p in children.read().split()]
+    except OSError:
+        return []
 
 
 def baton_env(settings: Settings, nats_url: str) -> dict[str, str]:

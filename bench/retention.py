@@ -10,7 +10,7 @@ published by the scheduler, which marks it), ``task.context``, ``step.claim`` wi
 step becomes current, then completes and with it the task), and ``query.task`` / ``query.queue``.
 
 Sampled every quarter window, from outside the service (its files and ``/proc``):
-- the service's resident memory (VmRSS) and its peak (VmHWM);
+- the resident memory (VmRSS) and peak (VmHWM) of the service and its publisher process;
 - the event store's files (``events.sqlite`` with its WAL) and the pages in use;
 - command records (rows and bytes) and the tasks' own events (rows and bytes) in it;
 - the views' store (``views.sqlite`` with its WAL) and its published-trigger marks.

@@ -204,13 +204,18 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
     for size in sizes:
         mem = memory[size]
         note(
-            f"service memory at {size:,} tasks: VmRSS {fmt(mem.get('VmRSS', 0) / 1024)} MiB, "
-            f"peak VmHWM {fmt(mem.get('VmHWM', 0) / 1024)} MiB"
+            f"memory at {size:,} tasks (service + publisher process): VmRSS"
+            f" {fmt(mem.get('VmRSS', 0) / 1024)} MiB"
+            f" ({fmt(mem.get('service_VmRSS', 0) / 1024)} + "
+            f"{fmt(mem.get('publisher_VmRSS', 0) / 1024)}), peak VmHWM"
+            f" {fmt(mem.get('VmHWM', 0) / 1024)} MiB"
+            f" ({fmt(mem.get('service_VmHWM', 0) / 1024)} + "
+            f"{fmt(mem.get('publisher_VmHWM', 0) / 1024)})"
         )
     rss = [memory[s].get("VmRSS", 0) for s in sizes]
     if rss[0]:
         goal(
-            f"service VmRSS {largest:,}/{smallest:,} tasks",
+            f"VmRSS (service + publisher) {largest:,}/{smallest:,} tasks",
             rss[-1] / rss[0],
             1.5,
             higher_is_better=False,

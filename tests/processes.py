@@ -52,6 +52,7 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self._children: list[int] = []
         self.exit_code: int | None = None
         self.log_dir = data_dir.parent / "logs"
 
@@ -110,37 +111,93 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _note_children(self) -> None:
+        """Remembers the processes it started (``baton serve``'s publisher process): once the
+        service is gone they are no longer its children, but they must go too."""
+        if self.process is not None:
+            self._children = children_of(self.process.pid)
+
+    def _children_gone(self, timeout: float = 15.0) -> None:
+        """Waits for the remembered children to exit by themselves (a publisher process stops
+        when its service's pipe closes); kills any left and fails."""
+        left = _wait_gone(self._children, timeout)
+        self._children = []
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert not left, f"{self.name}'s child processes {left} outlived it"
+
     def sigkill(self) -> None:
         assert self.process is not None and self.process.poll() is None, "not running"
+        self._note_children()
         self.process.send_signal(signal.SIGKILL)
         assert self.process.wait(10) == -signal.SIGKILL
         self.process = None
         self.kills += 1
+        self._children_gone()
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the clean shutdown; returns the exit code."""
         assert self.process is not None
+        self._note_children()
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
         self.process = None
+        self._children_gone()
         return code
 
     def signal(self, sig: int) -> None:
         assert self.process is not None, "not running"
+        self._note_children()
         self.process.send_signal(sig)
 
     def wait(self, timeout: float = 30.0) -> int:
-        """Waits for the process to end; returns its exit code."""
+        """Waits for the process (and the processes it started) to end; returns its exit code."""
         assert self.process is not None, "not running"
         code = self.process.wait(timeout)
         self.process = None
+        self._children_gone()
         return code
 
     def kill(self) -> None:
         if self.process is not None:
+            self._note_children()
             self.process.kill()
             self.process.wait()
             self.process = None
+        left = _wait_gone(self._children, 15.0)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._children = []
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(p) for p in children.read().split()]
+    except OSError:
+        return []
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Waits up to ``timeout`` for ``pids`` to exit; returns those still running."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if process_alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if process_alive(p)]
+    return left
 
 
 def _on_a_thread(work: Coroutine[Any, Any, T]) -> T:

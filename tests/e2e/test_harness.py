@@ -14,7 +14,9 @@ from hypothesis import settings
 
 from baton.adapters.client import BatonClient
 from baton.adapters.harness import main, run_harness_async
+from baton.adapters.publication import stream_names
 from tests.faults.support import ServiceProcess, emit, new_prefix
+from tests.processes import delete_streams
 
 EXAMPLES = max(10, settings.default.max_examples // 2)  # ci: 30; soak: 1000
 
@@ -29,6 +31,8 @@ def service(nats_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield process
     finally:
         process.kill()
+        # A module's service: its streams outlive each test's clean-up, so they go here.
+        delete_streams(nats_server.url, stream_names(process.prefix))
 
 
 async def test_the_harness_finds_no_contract_break_in_baton(

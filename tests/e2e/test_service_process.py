@@ -18,7 +18,13 @@ from baton.adapters.natsserver import free_port, nats_answers
 from baton.adapters.publication import stream_names
 from tests.integration.nats_support import new_prefix
 from tests.plans import seq
-from tests.processes import ServiceProcess, stream_messages, wait_for_stream
+from tests.processes import (
+    ServiceProcess,
+    children_of,
+    process_alive,
+    stream_messages,
+    wait_for_stream,
+)
 
 
 @pytest.fixture
@@ -195,37 +201,13 @@ async def test_sigkill_mid_run_then_restart_applies_every_acknowledged_command_o
     assert await asyncio.to_thread(baton_process.wait) == 0
 
 
-def _children_of(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after it.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            children.append(int(entry.name))
-    return children
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 async def test_the_publisher_process_goes_with_a_killed_service_and_comes_back_with_it(
     baton_process: ServiceProcess, nats_url: str
 ) -> None:
     await asyncio.to_thread(baton_process.start)
     assert baton_process.process is not None
     service = baton_process.process.pid
-    publishers = _children_of(service)
+    publishers = children_of(service)
     assert len(publishers) == 1, publishers  # baton serve runs its publisher beside it
     prefix = baton_process.prefix
     progress_stream = stream_names(prefix)[0]
@@ -233,11 +215,9 @@ async def test_the_publisher_process_goes_with_a_killed_service_and_comes_back_w
         first = await client.create_task(task_name="before", plan=seq("a"))
         await wait_for_stream(nats_url, progress_stream, 1)
         baton_process.signal(signal.SIGKILL)
+        # Its pipe from the service closed: it stops by itself (wait() fails if it does not).
         await asyncio.to_thread(baton_process.wait)
-        deadline = time.monotonic() + 10
-        while _alive(publishers[0]):  # its pipe from the service closed: it stops by itself
-            assert time.monotonic() < deadline, "the publisher outlived its service"
-            await asyncio.sleep(0.05)
+        assert not process_alive(publishers[0])
         await asyncio.to_thread(baton_process.start)
         second = await client.create_task(task_name="after", plan=seq("a"))
         versions = {

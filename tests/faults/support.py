@@ -149,6 +149,7 @@ class Load:
 
     async def send(self, method: str, args: dict[str, Any], msg_id: str) -> Any:
         while True:
+            sent = time.monotonic()
             try:
                 reply = await getattr(self.client, method)(**args, msg_id=msg_id)
             except (BatonUnavailable, nats.errors.Error):  # also: reconnecting to NATS
@@ -161,6 +162,10 @@ class Load:
                     await asyncio.sleep(0.1)
                     continue
                 raise AssertionError(f"{method} {args} ({msg_id}): {error}") from error
+            if time.monotonic() - sent >= self.client.timeout:
+                # No reply in time, then the client sent it again (same id) and got one: this
+                # request met the dead service too, though the client's retry hid it.
+                self.unavailable += 1
             self.acked[msg_id] = Acked(method, args, reply)
             return reply
 
