@@ -273,6 +273,7 @@ class Baton:
             self.projections,
             self._in_thread,
             idempotency_window_s=settings.idempotency_window_s,
+            catch_up=not settings.publisher_process,
         )
         self._lease_keeper = asyncio.get_running_loop().create_task(
             self.leases.run(self._stop_leases), name="lease-keeper"

@@ -41,8 +41,13 @@ class LeaseKeeper:
         in_thread: Callable[..., Awaitable[Any]],
         *,
         idempotency_window_s: float = 86_400.0,
+        catch_up: bool = True,
     ) -> None:
         self.app = app
+        self.catch_up = catch_up
+        """Whether a sweep first brings the views up itself (off beside a publisher process,
+        which keeps them current: a lapse is then seen a few milliseconds later, and the
+        service's process does not project what the other one projects anyway)."""
         self.views = views
         self.in_thread = in_thread
         self.idempotency_window_s = idempotency_window_s
@@ -55,7 +60,8 @@ class LeaseKeeper:
 
     def sweep(self) -> int:
         """Expires every lapsed claim the views know of; returns how many it expired."""
-        self.views.catch_up()
+        if self.catch_up:
+            self.views.catch_up()
         expired = 0
         for lapsed in self.views.lapsed_claims(self.app.clock(), 100):
             try:
@@ -71,7 +77,7 @@ class LeaseKeeper:
                     lapsed["step_id"],
                 )
         self.expired += expired
-        if expired:
+        if expired and self.catch_up:
             self.views.catch_up()
         return expired
 
