@@ -169,7 +169,9 @@ class PublisherProcess:
         process = self._process
         if process is None or process.stdin is None or process.returncode is not None:
             return
-        if self._pending:
+        if self._pending or process.stdin.transport.get_write_buffer_size() > 0:
+            # One wake-up waits already (here, or unread in the pipe): another adds nothing,
+            # and a publisher that does not read must not make this buffer grow.
             return
         self._pending = True
         try:

@@ -14,6 +14,9 @@ time is sent again with the same id (``retries`` times), so a command that was a
 whose reply was lost is answered from the service's record instead of being reported as failed
 or applied twice. A command that may wait on the planner (a create or replan without a plan, a
 next with ``replan``) waits ``planning_timeout``, longer than the service's planner timeout.
+
+(Over 500 lines because it is the contract's one typed surface: a method per subject, each with
+its parameters named and documented for an editor's completion, rather than ``**kwargs``.)
 """
 
 from __future__ import annotations

@@ -122,3 +122,16 @@ async def test_stopping_the_service_publishes_what_it_stored_and_ends_the_publis
             os.kill(pid, 0)
         by_task = await published_by_task(running.nc.jetstream(), running.prefix)
         assert {t: len(by_task[t]) for t in task_ids} == expected
+
+
+async def test_a_frozen_publisher_does_not_hold_up_the_replies(split: Running) -> None:
+    pid = _publisher_pid(split)
+    os.kill(pid, signal.SIGSTOP)  # hung, not dead: the supervisor sees nothing wrong
+    try:
+        task_ids = await asyncio.wait_for(_drive(split, 10, "frozen"), 30)
+        # Every command was answered; the views (queries catch up themselves) agree.
+        for task_id in task_ids:
+            assert (await split.client.task(task_id=task_id))["status"] == "completed"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _assert_once_in_order(split, await _all_published(split, task_ids), task_ids)
