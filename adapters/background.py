@@ -35,6 +35,8 @@ import pickle
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -227,20 +229,64 @@ class PublisherProcess:
 
 # -- the child --------------------------------------------------------------------------------
 
+#: How long a publisher whose service is gone may take to publish what is stored and stop; then
+#: it exits whatever it waits on (a NATS server that went with the service, say).
+ORPHAN_GRACE_S = 10.0
 
-async def run_child(settings: Settings, wakes: asyncio.StreamReader) -> None:
+
+class ServicePipe:
+    """The child's end of the pipe from the service, read by a thread of its own: each chunk is
+    a wake-up, its end (the service stopped, or died) the signal to stop. Reading starts before
+    anything else, so a service that dies while its publisher starts is noticed too, and once
+    the pipe ends the process exits within ``ORPHAN_GRACE_S`` however its loop is stuck."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event, fd: int = 0) -> None:
+        self.loop = loop
+        self.stop = stop
+        self.fd = fd
+        self.on_wake: Callable[[], None] | None = None
+        self._thread = threading.Thread(target=self._read, name="baton-pipe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _call(self, fn: Callable[[], Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
+            self.loop.call_soon_threadsafe(fn)
+
+    def _wake(self) -> None:
+        if self.on_wake is not None:
+            self.on_wake()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            self._call(self._wake)
+        log.info("the service's pipe closed: stopping")
+        self._call(self.stop.set)
+        time.sleep(ORPHAN_GRACE_S)
+        log.error("still running %.0f s after the service's pipe closed: exiting", ORPHAN_GRACE_S)
+        os._exit(1)
+
+
+async def run_child(settings: Settings, fd: int = 0) -> None:
     """The publisher process: its own store connections, views and NATS connection; publishes
-    until ``wakes`` ends (the service closed the pipe, or died) or SIGTERM."""
+    until the service's pipe on ``fd`` ends (the service stopped, or died) or SIGTERM."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    from baton.adapters.bootstrap import tune_gc
+    pipe = ServicePipe(loop, stop, fd)
+    pipe.start()
+    from baton.adapters.bootstrap import connect_options, tune_gc
 
     app = await asyncio.to_thread(lambda: BatonApp(event_store_env(settings)))
     projections = await asyncio.to_thread(Projections, app)
-    from baton.adapters.bootstrap import connect_options  # the service's connection options
-
     publisher = publisher_settings(settings) or settings
     publication: Publication | None = None
 
@@ -262,45 +308,43 @@ async def run_child(settings: Settings, wakes: asyncio.StreamReader) -> None:
         ids = MessageIds(await asyncio.to_thread(deployment_secret, app.recorder))
         publication = Publication(app, projections, js, settings, ids)
         publication.start()
+        pipe.on_wake = publication.wake
         tune_gc()
         log.info("publisher process ready")
-
-        async def read_wakes() -> None:
-            while await wakes.read(4096):
-                publication.wake()
-            stop.set()  # the service is gone, or asks us to stop
-
-        reader = loop.create_task(read_wakes())
         await stop.wait()
-        reader.cancel()
     finally:
         if publication is not None:
             await publication.stop()
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        try:
+            await asyncio.wait_for(nc.drain(), 5.0)
+        except Exception:  # also: no server to drain to (it went with the service)
+            with contextlib.suppress(Exception):
+                await nc.close()
         projections.close()
         app.close()
         log.info("publisher process stopped")
+
+
+def _read_line(fd: int) -> bytes:
+    """One line from ``fd``, read byte by byte (nothing after it is consumed: those are the
+    wake-ups, for ``ServicePipe``)."""
+    line = bytearray()
+    while True:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            return bytes(line)
+        line += byte
 
 
 def main() -> None:
     """``python -m baton.adapters.background``: the first line of stdin is the service's
     settings; every byte after it is a wake-up; its end is the signal to stop."""
     logs.configure(os.environ.get("BATON_LOG_LEVEL", "INFO"))
-    line = sys.stdin.buffer.readline()
+    line = _read_line(0)
     if not line.strip():
         raise SystemExit("baton.adapters.background is started by baton serve (settings on stdin)")
     settings: Settings = pickle.loads(base64.b64decode(line))  # from our parent, the service
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
-        )
-        await run_child(settings, reader)
-
-    asyncio.run(run())
+    asyncio.run(run_child(settings))
 
 
 if __name__ == "__main__":

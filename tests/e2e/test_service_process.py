@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from baton.adapters.client import BatonClient, BatonUnavailable
-from baton.adapters.natsserver import free_port, nats_answers
+from baton.adapters.natsserver import EmbeddedNatsServer, free_port, nats_answers
 from baton.adapters.publication import stream_names
 from tests.integration.nats_support import new_prefix
 from tests.plans import seq
@@ -231,3 +231,24 @@ async def test_the_publisher_process_goes_with_a_killed_service_and_comes_back_w
     for body, _ in await stream_messages(nats_url, progress_stream):
         published.setdefault(body["task_id"], []).append(body["version"])
     assert published == versions  # each event once, in order, nothing lost
+
+
+async def test_the_publisher_exits_when_its_service_and_nats_server_are_both_gone(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedNatsServer(tmp_path / "js", port=free_port()).start()
+    process = ServiceProcess(server.url, tmp_path / "data", new_prefix())
+    try:
+        await asyncio.to_thread(process.start)
+        assert process.process is not None
+        publishers = children_of(process.process.pid)
+        assert len(publishers) == 1, publishers
+        server.stop()  # the publisher is left reconnecting to a server that is not coming back
+        started = time.monotonic()
+        # Its drain cannot finish; it must exit anyway (sigkill() fails if it outlives 15 s).
+        await asyncio.to_thread(process.sigkill)
+        assert not process_alive(publishers[0])
+        assert time.monotonic() - started < 15
+    finally:
+        process.kill()
+        server.stop()
