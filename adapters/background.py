@@ -171,15 +171,17 @@ class PublisherProcess:
         process = self._process
         if process is None or process.stdin is None or process.returncode is not None:
             return
+        if process.stdin.is_closing():
+            return  # it died: the supervisor restarts it, and the new one looks at start
         if self._pending or process.stdin.transport.get_write_buffer_size() > 0:
             # One wake-up waits already (here, or unread in the pipe): another adds nothing,
             # and a publisher that does not read must not make this buffer grow.
             return
-        self._pending = True
         try:
             process.stdin.write(b"w")
         except (BrokenPipeError, ConnectionResetError, RuntimeError):
-            return  # it died: the supervisor restarts it, and the new one looks at start
+            return  # as above
+        self._pending = True
         asyncio.get_running_loop().call_soon(self._sent)
 
     def _sent(self) -> None:
