@@ -43,7 +43,7 @@ import nats
 
 from baton.adapters import logs
 from baton.adapters.config import Settings, event_store_env, postgres_params, publisher_settings
-from baton.adapters.publication import ProgressRelay, StreamPolicy, TriggerScheduler, ensure_streams
+from baton.adapters.publication import ProgressRelay, StreamPolicy, TriggerScheduler
 from baton.adapters.publication import listener as listening
 from baton.adapters.publication.listener import StoreListener, listener_for
 from baton.adapters.streamids import MessageIds, deployment_secret
@@ -78,8 +78,9 @@ class Publication:
         policy = StreamPolicy.from_settings(settings)
         prefix = settings.subject_prefix
         self.projections = projections
-        self.relay = ProgressRelay(app, js, prefix, policy=policy, ids=ids)
-        self.relay.record_interval = RELAY_RECORD_INTERVAL_S
+        self.relay = ProgressRelay(
+            app, js, prefix, policy=policy, ids=ids, record_interval=RELAY_RECORD_INTERVAL_S
+        )
         self.scheduler = TriggerScheduler(projections, js, prefix, policy=policy, ids=ids)
         self.interval = PROJECTION_INTERVAL_S
         self.listener: StoreListener | None = listener_for(
@@ -305,8 +306,9 @@ async def run_child(settings: Settings, fd: int = 0) -> None:
         error_cb=on_error,
     )
     try:
+        # The service created and reconciled the streams before starting this process; one
+        # deleted since is made again by the publisher that finds it missing.
         js = nc.jetstream()
-        await ensure_streams(js, settings.subject_prefix, StreamPolicy.from_settings(settings))
         ids = MessageIds(await asyncio.to_thread(deployment_secret, app.recorder))
         publication = Publication(app, projections, js, settings, ids)
         publication.start()

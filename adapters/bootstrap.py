@@ -258,13 +258,15 @@ class Baton:
         js = self.publisher_nc.jetstream()
         policy = StreamPolicy.from_settings(settings)
         await ensure_streams(js, settings.subject_prefix, policy)
-        secret = await self._in_thread(_creating_tables, lambda: deployment_secret(app.recorder))
         wakes: tuple[Callable[[], None], ...]
         if settings.publisher_process:
             self.publisher_process = PublisherProcess(settings)
             await self.publisher_process.start()
             wakes = (self.publisher_process.wake,)
         else:
+            secret = await self._in_thread(
+                _creating_tables, lambda: deployment_secret(app.recorder)
+            )
             self.publication = Publication(app, self.projections, js, settings, MessageIds(secret))
             self.publication.start()
             wakes = (self.publication.relay.wake, self.publication.scheduler.wake)

@@ -302,10 +302,11 @@ def register_figures(metrics: ServiceMetrics, baton: Any) -> None:
         lapsing = _lapsed_lease_counter(projections)
         if lapsing is not None:
             metrics.add_figure("lapsing_leases", lapsing)
-    if relay is None and baton.app is not None:  # the relay runs in the publisher process
-        prefix = baton.settings.subject_prefix
-        metrics.add_figure("relay_backlog", backlog_reader(baton.app, prefix))
-    if relay is not None:
+    if relay is None:  # it runs in the publisher process: its position is read from the store
+        if baton.app is not None:
+            prefix = baton.settings.subject_prefix
+            metrics.add_figure("relay_backlog", backlog_reader(baton.app, prefix))
+    else:
         metrics.add_figure("relay_backlog", relay.backlog)
         metrics.add_figure("progress_published", lambda: relay.published, live=True)
         metrics.add_figure("relay_failures", lambda: relay.failures, live=True)

@@ -85,7 +85,7 @@ class Child:
         for key in ("VmRSS", "VmHWM"):
             out[f"service_{key}"] = found.get(key, 0)
             out[f"publisher_{key}"] = 0
-        for child in _children_of(self.pid):
+        for child in children_of(self.pid):
             theirs = _memory_of(child)
             for key in ("VmRSS", "VmHWM"):
                 out[key] = out.get(key, 0) + theirs.get(key, 0)
@@ -146,7 +146,8 @@ def _memory_of(pid: int) -> dict[str, int]:
     return found
 
 
-def _children_of(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
+    """The processes ``pid`` started (``baton serve``'s publisher process), from /proc."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as children:
             return [int(p) for p in children.read().split()]

@@ -42,6 +42,7 @@ from bench.data import settings_for
 from bench.harness import (
     Child,
     baton_env,
+    children_of,
     connect_client,
     nats_server,
     plans_through_baton,
@@ -200,7 +201,7 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
                     stderr=subprocess.PIPE,
                 )
                 time.sleep(1.0)
-                publishers = _children(baton.pid)
+                publishers = children_of(baton.pid)
                 cpu_before = _cpu_seconds(baton.pid)
                 pub_before = sum(_cpu_seconds(p) for p in publishers)
                 start = time.perf_counter()
@@ -256,13 +257,6 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
         "samples": total,
         "components": {k: v / total for k, v in components.items()},
     }
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -117,18 +117,16 @@ class ProgressRelay(Pump):
 
     An outbox relay: its position in the log is tracked in the event store (same database), and
     recorded only after JetStream acknowledged every event up to it. With ``record_interval``
-    (the service sets it, see ``baton.adapters.background``) it is recorded at most that often
-    and when the relay stops: each record is a write to the store, and on SQLite a write made
-    beside the service's own commits makes them wait for the file's lock (measured: +1-2 ms on
-    a single command's reply). What a crash then loses is only the record, not a publication:
-    the next relay publishes those events again under the same message ids and JetStream drops
-    them as duplicates (the duplicate window is an hour).
+    (the service's wiring passes one, ``baton.adapters.background``) it is recorded at most
+    that often and when the relay stops: each record is a write to the store, and on SQLite a
+    write made beside the service's own commits makes them wait for the file's lock (measured:
+    +1-2 ms on a single command's reply). What a crash then loses is only the record, not a
+    publication: the next relay publishes those events again under the same message ids and
+    JetStream drops them as duplicates (the duplicate window is an hour).
     """
 
     name = "progress relay"
     min_interval = 0.01
-    record_interval = 0.0
-    """The shortest time between two records of the position (seconds; 0: after every batch)."""
     _task_topic = f"{Task.TOPIC}."
 
     def __init__(
@@ -143,8 +141,12 @@ class ProgressRelay(Pump):
         max_payload: Callable[[], int] | None = None,
         policy: StreamPolicy | None = None,
         ids: MessageIds = NATURAL,
+        record_interval: float = 0.0,
     ) -> None:
         super().__init__()
+        self.record_interval = record_interval
+        """The shortest time between two records of the position (seconds; 0: after every
+        batch)."""
         self.ids = ids
         """Makes each message's ``Nats-Msg-Id`` (the service passes the deployment's keyed
         ids, so clients cannot pre-publish a message with the id of a future event)."""
