@@ -43,6 +43,7 @@ def test_command_records_are_pruned_after_the_window_and_a_repeat_then_runs_anew
     try:
         first = app.handle(c.CreateTask(task_name="t", plan=PLAN), command_id="old-id")
         assert app.handle(c.CreateTask(task_name="t", plan=PLAN), command_id="old-id") == first
+        app.handle(c.CreateTask(task_name="t", plan=PLAN))  # the record is not the newest row
         keeper.prune()  # marks the log's position now
         time.sleep(1.2)
         keeper._pruned_at = 0.0
@@ -71,5 +72,41 @@ def test_published_trigger_marks_go_once_their_trigger_is_gone(app: BatonApp) ->
         views.catch_up()
         assert views.prune_published(time.time() + 1) == 1
         assert views.dump()["baton_published_triggers"] == []
+    finally:
+        views.close()
+
+
+def test_pruning_an_idle_log_never_gives_a_read_position_to_a_new_event(app: BatonApp) -> None:
+    """The log's newest row is usually a command record. Pruned after an idle window, its
+    position must not be handed to the next event: every reader has already passed it, so the
+    event would never reach the views or the progress stream."""
+    views = Projections(app)
+    keeper = LeaseKeeper(app, views, _never, idempotency_window_s=1.0)
+
+    def log() -> set[tuple[int, str, str]]:
+        notifications = app.recorder.select_notifications(1, 1000)
+        return {(n.id, n.topic, str(n.originator_id)) for n in notifications}
+
+    try:
+        app.handle(c.CreateTask(task_name="idle", plan=PLAN), command_id="first-id")
+        app.handle(c.CreateTask(task_name="idle", plan=PLAN), command_id="last-id")
+        views.catch_up()
+        passed = views.lag()["applied"]  # where every reader now is
+        assert passed == app.recorder.max_notification_id()
+        keeper.prune()
+        time.sleep(1.2)
+        keeper._pruned_at = 0.0
+        keeper.prune()
+        assert app.reply_for("first-id") is None  # the idle log's records went,
+        assert app.reply_for("last-id") is not None  # but its newest row stays
+        before = log()
+        task = app.handle(c.CreateTask(task_name="after", plan=PLAN), command_id="next-id")
+        appended = log() - before
+        assert len(appended) >= 3  # the task, its session's activation, its command record
+        assert all(position > passed for position, _, _ in appended)
+        views.catch_up()
+        assert views.task(task["task_id"])["task_name"] == "after"
+        active = views.active(task["task_id"])  # a task without a session is its own session
+        assert active is not None and active["task_id"] == task["task_id"]
     finally:
         views.close()
