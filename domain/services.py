@@ -22,21 +22,25 @@ from threading import Lock, RLock
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import (
     AggregateNotFoundError,
     Application,
     LRUCache,
     ProcessingEvent,
 )
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, datetime_now_with_tzinfo
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
     Notification,
     OperationalError,
     PersistenceError,
+    Recording,
+    StoredEvent,
     Transcoding,
 )
+from eventsourcing.utils import get_topic
 
 from baton.domain import commands as c
 from baton.domain import ids
@@ -58,6 +62,8 @@ from baton.domain.views import history_entry, task_view
 
 Reply = Any
 A = TypeVar("A", bound=Aggregate)
+_RECORD_TOPIC = get_topic(CommandRecord.Created)
+_RECORD_AGGREGATE_TOPIC = get_topic(CommandRecord)
 
 
 class Workspace(Protocol):
@@ -210,24 +216,82 @@ class BatonApp(Application[UUID]):
         self._decoded: dict[int, Any] = {}
         self._decoded_lock = Lock()
 
-    def save(self, *objs: Any, **kwargs: Any) -> Any:
-        """``Application.save``, without its runtime Protocol checks for plain aggregates.
+    def save(self, *objs: Any, records: Sequence[StoredEvent] = (), **kwargs: Any) -> Any:
+        """``Application.save``, without its runtime Protocol checks for plain aggregates, and
+        with ``records``: command records already in their stored form, written in the same
+        transaction (see ``_stored_record``).
 
         ``ProcessingEvent.collect_events`` asks ``isinstance(obj, DomainEventProtocol)`` of
         every aggregate, a runtime-checkable Protocol walked attribute by attribute: ~3% of a
         command's CPU time in the service. The steps below are the library's own (9.5).
         """
         if kwargs or not all(isinstance(obj, Aggregate) for obj in objs):
+            assert not records, "command records go with aggregates only"
             return super().save(*objs, **kwargs)
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         for aggregate in objs:
             processing_event.events.extend(aggregate.collect_events())
             processing_event.aggregates[aggregate.id] = aggregate
-        recordings = self._record(processing_event)
+        recordings = self._record(processing_event, records)
         self._take_snapshots(processing_event)
         self._notify(recordings)
         self.notify(processing_event.events)  # deprecated, a no-op unless overridden
         return recordings
+
+    def _record(  # type: ignore[override]
+        self, processing_event: ProcessingEvent[UUID], records: Sequence[StoredEvent] = ()
+    ) -> list[Recording[UUID]]:
+        """The library's ``_record``, with the stored command records appended to the same
+        ``insert_events`` (one transaction). The records are not aggregates anyone loads, so
+        they are not put in the aggregate cache either (where they would push tasks out)."""
+        events = processing_event.events
+        stored = [self.mapper.to_stored_event(event) for event in events]
+        stored.extend(records)
+        positions = self.recorder.insert_events(stored)
+        recordings: list[Recording[UUID]] = []
+        if positions:
+            for event, record, position in zip(events, stored, positions, strict=False):
+                notification = Notification(
+                    originator_id=record.originator_id,
+                    originator_version=record.originator_version,
+                    topic=record.topic,
+                    state=record.state,
+                    id=position,
+                )
+                recordings.append(Recording(event, notification))
+        cache = self.repository.cache
+        if cache is not None and not self.repository.fastforward:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                cache.put(aggregate_id, aggregate)
+        return recordings
+
+    def _stored_record(
+        self, command_id: str, kind: str, reply: Reply, encoded: bytes | None
+    ) -> StoredEvent:
+        """A command record's one event (``CommandRecord.Created``), in its stored form.
+
+        The reply was encoded once already, to check its size: it goes into the record as
+        those bytes (an ``orjson.Fragment``) rather than being encoded again through a whole
+        aggregate. The result is the same stored JSON the library writes, and reads back as a
+        ``CommandRecord.Created``. A reply that is not plain JSON, or a store with a cipher or
+        compressor, takes the library's way."""
+        mapper = self.mapper
+        if encoded is None or mapper.cipher is not None or mapper.compressor is not None:
+            event = CommandRecord.create(command_id, kind, reply).collect_events()[0]
+            return mapper.to_stored_event(event)
+        state = {
+            "timestamp": datetime_now_with_tzinfo(),
+            "originator_topic": _RECORD_AGGREGATE_TOPIC,
+            "command_id": command_id,
+            "subject": kind,
+            "reply": orjson.Fragment(encoded),
+        }
+        return StoredEvent(
+            originator_id=ids.command_uuid(command_id),
+            originator_version=1,
+            topic=_RECORD_TOPIC,
+            state=mapper.transcoder.encode(state),
+        )
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """Snapshots the saved aggregates themselves when their save crossed an interval.
@@ -361,6 +425,7 @@ class BatonApp(Application[UUID]):
         results: list[Reply | BaseException] = []
         staged: dict[UUID, Aggregate] = {}
         replies: dict[str, tuple[str, Reply]] = {}
+        records: list[StoredEvent] = []
         hooks: list[Callable[[], None]] = []
         touched: set[UUID] = set()
         for command, command_id in requests:
@@ -385,7 +450,7 @@ class BatonApp(Application[UUID]):
                     raise InvalidRequest(f"unknown command {type(command).__name__}")
                 uow = UnitOfWork(self, staged)
                 reply = handler(self, uow, command)
-                self._check_sizes(uow, reply)
+                encoded = self._check_sizes(uow, reply)
             except Exception as error:
                 if uow is not None and uow.touched():
                     # It changed live aggregates before failing: start over, one by one.
@@ -398,15 +463,15 @@ class BatonApp(Application[UUID]):
             touched.update(uow.loaded)
             staged.update({a.id: a for a in uow.changed()})
             if cid:
-                record = CommandRecord.create(cid, type(command).__name__, reply)
-                staged[record.id] = record
-                replies[cid] = (type(command).__name__, reply)
+                kind = type(command).__name__
+                records.append(self._stored_record(cid, kind, reply, encoded))
+                replies[cid] = (kind, reply)
             hooks.extend(uow.after_commit)
             results.append(reply)
-        if staged:
+        if staged or records:
             try:
                 with self.store_errors():
-                    self.save(*staged.values())
+                    self.save(*staged.values(), records=records)
             except IntegrityError:
                 self._forget(touched)
                 return None
@@ -424,13 +489,20 @@ class BatonApp(Application[UUID]):
             return None
         return max(1024, self.max_message_bytes - MESSAGE_HEADROOM)
 
-    def _check_sizes(self, uow: UnitOfWork, reply: Reply) -> None:
+    def _check_sizes(self, uow: UnitOfWork, reply: Reply) -> bytes | None:
         """Refuses (413, before anything is saved) a command whose reply, or one of whose
-        events (each becomes a progress message), would not fit in a NATS message."""
+        events (each becomes a progress message), would not fit in a NATS message.
+
+        Returns the reply as JSON (None when it is not plain JSON), which its command record
+        stores as it is."""
+        try:
+            encoded: bytes | None = dumps_bytes(reply)
+        except TypeError:
+            encoded = None
         limit = self.message_limit
         if limit is None:
-            return
-        size = len(dumps_bytes(reply, default=str))
+            return encoded
+        size = len(encoded if encoded is not None else dumps_bytes(reply, default=str))
         if size > limit:
             raise TooLarge(
                 f"the reply would be {size} bytes, over the {limit} a message may carry",
@@ -451,16 +523,17 @@ class BatonApp(Application[UUID]):
                     size *= 1 + len(aggregate.dependents_of(step.step_name))  # their contexts
                 added += size
             if isinstance(aggregate, Task) and added:
-                self._check_view_size(aggregate, added, reply, limit)
+                self._check_view_size(aggregate, added, reply, size, limit)
+        return encoded
 
     @staticmethod
-    def _check_view_size(task: Task, added: int, reply: Reply, limit: int) -> None:
+    def _check_view_size(task: Task, added: int, reply: Reply, reply_size: int, limit: int) -> None:
         """Refuses a change after which the task's view (a query's reply) would not fit: an
         upper bound is kept per task, grown by each event's size (a completed step's result
         once more for each dependent, whose context shows it), and the view is measured
         exactly only when the bound passes the limit."""
         if isinstance(reply, dict) and reply.get("task_id") == task.task_id and "steps" in reply:
-            task._view_bytes = len(dumps_bytes(reply, default=str))  # the reply is the view
+            task._view_bytes = reply_size  # the reply is the view
             return
         if task._view_bytes is None:
             task._view_bytes = len(dumps_bytes(task_view(task), default=str))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from baton.domain import commands as c
+from baton.domain.codec import dumps_bytes
 from baton.domain.errors import InvalidTransition
+from baton.domain.model import CommandRecord
 from baton.domain.services import BatonApp
 from tests.plans import seq
 from tests.unit.support import create, notification_count, sid
@@ -71,3 +73,26 @@ def test_a_command_without_changes_but_with_an_id_is_remembered(app):
     first = app.handle(claim)
     assert first["step"]["claimed_by"] == "w"
     assert app.handle(claim) == first
+
+
+def test_a_command_record_is_stored_as_the_library_would_store_it(app: BatonApp) -> None:
+    """The group commit writes each command record in its stored form directly; reading it
+    back must give what a record saved through the aggregate gives, for any JSON reply."""
+    reply = {"task_id": "t-1", "steps": [{"n": 1, "x": None, "ok": True, "f": 1.5}], "é": "ü"}
+    fast = app._stored_record("cid-1", "CreateTask", reply, dumps_bytes(reply))
+    slow = app._stored_record("cid-1", "CreateTask", reply, None)  # the library's way
+    assert (fast.originator_id, fast.originator_version, fast.topic) == (
+        slow.originator_id,
+        slow.originator_version,
+        slow.topic,
+    )
+    read_fast = app.mapper.to_domain_event(fast).mutate(None)
+    read_slow = app.mapper.to_domain_event(slow).mutate(None)
+    assert isinstance(read_fast, CommandRecord) and isinstance(read_slow, CommandRecord)
+    assert vars(read_fast).keys() == vars(read_slow).keys()
+    assert (read_fast.command_id, read_fast.subject, read_fast.reply) == (
+        "cid-1",
+        "CreateTask",
+        reply,
+    )
+    assert read_fast.reply == read_slow.reply
