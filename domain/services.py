@@ -238,7 +238,7 @@ class BatonApp(Application[UUID]):
         self.notify(processing_event.events)  # deprecated, a no-op unless overridden
         return recordings
 
-    def _record(  # type: ignore[override]
+    def _record(
         self, processing_event: ProcessingEvent[UUID], records: Sequence[StoredEvent] = ()
     ) -> list[Recording[UUID]]:
         """The library's ``_record``, with the stored command records appended to the same
