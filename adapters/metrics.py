@@ -75,6 +75,9 @@ class ServiceMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        #: The histogram's child per (endpoint, kind, outcome): ``labels()`` takes a lock and
+        #: builds a key on every call, once per request.
+        self._latency_of: dict[tuple[str, str, str], Any] = {}
         self.errors = Counter(
             "baton_request_errors",
             "Error replies sent, by endpoint and error code.",
@@ -115,7 +118,11 @@ class ServiceMetrics:
             tally.last_error = f"{code}:{message}"
             self.errors.labels(endpoint, str(code)).inc()
         outcome = "ok" if error is None else ("client_error" if error[0] < 500 else "error")
-        self.latency.labels(endpoint, kind, outcome).observe(elapsed / 1e9)
+        key = (endpoint, kind, outcome)
+        child = self._latency_of.get(key)
+        if child is None:
+            child = self._latency_of[key] = self.latency.labels(*key)
+        child.observe(elapsed / 1e9)
 
     def endpoint_stats(self, base: EndpointStats) -> EndpointStats:
         """``base`` (nats.micro's own, which only knows its handler) with the true counts."""
