@@ -59,7 +59,10 @@ def create_task(app: BatonApp, uow: UnitOfWork, cmd: c.CreateTask) -> Reply:
     specs = resolve(plan)
     task_id = ids.new_task_id(cmd.task_name)
     session_id = cmd.session_id or task_id
-    session = uow.session(session_id)
+    # A task without a session is its own, new session: nothing to look up (a store read that
+    # finds nothing, a third of a create). Should the new id be taken, the task's and the
+    # session's first events both conflict on save, and the command runs again with another.
+    session = uow.session(session_id) if cmd.session_id else None
     if session is None:
         session = Session.create(session_id)
         uow.add(session)

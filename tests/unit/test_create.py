@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from baton.domain import commands as c
+from baton.domain import ids
 from baton.domain.errors import InvalidRequest
 from tests.plans import graph, seq
 from tests.unit.support import create, statuses, step
@@ -71,3 +72,20 @@ def test_the_created_event_carries_a_display_message(app):
     assert first["type"] == "Created"
     assert first["version"] == 1
     assert "Report" in first["display_message"] and "2 steps" in first["display_message"]
+
+
+def test_a_new_task_id_already_taken_is_drawn_again_and_nothing_of_the_old_task_changes(
+    app, monkeypatch
+):
+    """A task without a session gets a new session of its own id, without looking it up;
+    should the random id be taken, the create runs again with another and touches nothing of
+    the task (and session) holding it."""
+    first = create(app, seq("a"), task_name="same")
+    drawn = iter([first["task_id"], first["task_id"], "same-fresh0001"])
+    monkeypatch.setattr(ids, "new_task_id", lambda name: next(drawn))
+    second = create(app, seq("a", "b"), task_name="same")
+    assert second["task_id"] == "same-fresh0001"
+    assert second["status"] == "running"  # its own session: it runs at once
+    again = app.task_view(first["task_id"])
+    assert len(again["steps"]) == 1 and again["status"] == first["status"]
+    assert app.session_state(first["task_id"]).running == first["task_id"]
