@@ -38,6 +38,7 @@ from baton.adapters.config import nats_servers
 from baton.adapters.contract import subject_of
 from baton.adapters.messages import ERROR_CODE_HEADER, ERROR_HEADER, MSG_ID_HEADER, encode
 from baton.domain import commands as c
+from baton.domain.codec import loads
 
 
 class BatonRequestError(Exception):
@@ -208,7 +209,7 @@ class BatonClient:
         received = msg.headers or {}
         if ERROR_CODE_HEADER in received:
             raise _error_from(received, msg.data)
-        return json.loads(msg.data)
+        return loads(msg.data)
 
     async def _call(
         self, request: type[BaseModel], payload: dict[str, Any], *, msg_id: str | None = None

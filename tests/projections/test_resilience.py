@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from baton.adapters.config import Settings
+from baton.adapters.config import Settings, event_store_env
 from baton.domain import commands as c
 from baton.domain.errors import BatonError
 from baton.domain.services import BatonApp
@@ -177,3 +177,26 @@ def test_instances_catching_up_concurrently_with_writers_converge_to_a_rebuild(
     live = converged(instances[0])
     assert instances[1].dump() == live
     assert len(live["baton_tasks"]) == 6
+
+
+def test_the_event_store_syncs_every_commit_and_the_views_file_does_not(tmp_path: Path) -> None:
+    """An acknowledged command is on disk (SQLite's FULL: the log is synced at each commit).
+    The views are derived, with their position in the same transactions, so they commit
+    without a sync of their own (NORMAL), which a power cut can take back and a catch-up
+    re-applies; each reply no longer waits for a second fsync on the same disk."""
+    app = BatonApp(event_store_env(Settings(data_dir=tmp_path)))
+    views = Projections(app)
+    try:
+        with app.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute("PRAGMA synchronous")
+            assert cursor.fetchone()[0] == 2  # FULL
+        for _ in range(3):  # whichever pooled connection a read or write gets
+            with views.store.read() as cursor:
+                cursor.execute("PRAGMA synchronous")
+                assert cursor.fetchone()[0] == 1  # NORMAL
+            with views.store.write() as cursor:
+                cursor.execute("PRAGMA synchronous")
+                assert cursor.fetchone()[0] == 1
+    finally:
+        views.close()
+        app.close()
