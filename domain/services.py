@@ -214,6 +214,7 @@ class BatonApp(Application[UUID]):
         #: Commands change cached aggregates in place under this lock; readers copy under it.
         self.write_lock = RLock()
         self._decoded: dict[int, Any] = {}
+        self._history_json: dict[tuple[UUID, int], bytes] = {}
         self._decoded_lock = Lock()
 
     def save(self, *objs: Any, records: Sequence[StoredEvent] = (), **kwargs: Any) -> Any:
@@ -332,13 +333,27 @@ class BatonApp(Application[UUID]):
         event = self._decoded.get(key)
         if event is None:
             event = self.mapper.to_domain_event(notification)
-            with self._decoded_lock:
-                decoded = self._decoded
-                decoded[key] = event
-                if len(decoded) > self.decoded_cache_size:
-                    for oldest in list(decoded)[: len(decoded) // 4]:
-                        del decoded[oldest]
+            self._keep(self._decoded, key, event)
         return event
+
+    def history_json(self, task_id: str, event: Any) -> bytes:
+        """The JSON of ``event``'s history entry: what the history view stores and what the
+        progress stream carries for it. Shared like ``decoded``: the relay and the projections
+        each need it, for the same events at about the same time."""
+        key = (event.originator_id, event.originator_version)
+        data = self._history_json.get(key)
+        if data is None:
+            data = dumps_bytes(history_entry(task_id, event))
+            self._keep(self._history_json, key, data)
+        return data
+
+    def _keep(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
+        """Puts ``value`` in one of the shared caches, dropping its oldest quarter when full."""
+        with self._decoded_lock:
+            cache[key] = value
+            if len(cache) > self.decoded_cache_size:
+                for oldest in list(cache)[: len(cache) // 4]:
+                    del cache[oldest]
 
     def construct_transcoder(self) -> JSONTranscoder:
         """eventsourcing's JSON transcoder on orjson (the same stored JSON, several times

@@ -31,7 +31,6 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from baton.domain import codec
 from baton.domain.model import Task
 from baton.domain.services import BatonApp
-from baton.domain.views import history_entry
 from baton.projections import rows
 from baton.projections.queries import ViewQueries
 from baton.projections.store import VIEW_TABLES, ViewStore, view_store_for
@@ -304,9 +303,9 @@ class Projections(ViewQueries):
             self._states.popitem(last=False)
         return state
 
-    @staticmethod
-    def _entry(task_id: str, event: Any) -> tuple[str, int, str]:
-        return (task_id, event.originator_version, rows.dumps(history_entry(task_id, event)))
+    def _entry(self, task_id: str, event: Any) -> tuple[str, int, str]:
+        entry = self.app.history_json(task_id, event).decode()
+        return (task_id, event.originator_version, entry)
 
     def _load(self, aggregate_id: UUID, version: int) -> Task:
         task: Any = self.app.repository.get(aggregate_id, version=version)

@@ -224,10 +224,9 @@ class ProgressRelay(Pump):
     def _outgoing(self, notification: Notification, limit: int) -> Outgoing:
         event = cast(CanMutateAggregate[UUID], self.app.decoded(notification))
         task_id = self._task_id_of(event)
-        entry = history_entry(task_id, event)
-        body = encode(entry)
+        body = self.app.history_json(task_id, event)  # the history view's entry, as stored
         if len(body) > limit:
-            body = self._shorten(entry, len(body), limit)
+            body = self._shorten(history_entry(task_id, event), len(body), limit)
         return Outgoing(
             notification_id=notification.id,
             aggregate_id=event.originator_id,
