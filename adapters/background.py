@@ -65,7 +65,7 @@ STOP_TIMEOUT_S = 15.0
 
 class Publication:
     """The relay, the scheduler and the views' catch-up of one process, started and stopped
-    together; ``wake()`` after a commit makes all three look now."""
+    together; ``wake()`` after a commit makes them look now."""
 
     def __init__(
         self,
@@ -111,9 +111,14 @@ class Publication:
         self._thread.start()
 
     def wake(self) -> None:
+        """After a commit: the relay and the scheduler look now. The views follow through the
+        scheduler, whose every pump first catches them up (it reads the due triggers from
+        them); the views' own thread is left to its interval. Waking that thread too made a
+        second catch-up per command, each a views transaction of its own for a few events:
+        at 16 commands in flight the publisher spent 0.32-0.36 ms of CPU per command, 0.20
+        without (``python -m bench cpu``)."""
         self.relay.wake()
         self.scheduler.wake()
-        self.projections.wake()
 
     async def stop(self) -> None:
         """Stops the publishers (each makes one last, bounded attempt to flush), then the

@@ -139,6 +139,11 @@ class EmbeddedNatsServer:
         return f"nats://{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the subprocess is alive."""
         return self._process is not None and self._process.poll() is None

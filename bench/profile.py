@@ -44,6 +44,7 @@ from bench.harness import (
     baton_env,
     children_of,
     connect_client,
+    cpu_seconds,
     nats_server,
     plans_through_baton,
     run_async,
@@ -202,13 +203,13 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
                 )
                 time.sleep(1.0)
                 publishers = children_of(baton.pid)
-                cpu_before = _cpu_seconds(baton.pid)
-                pub_before = sum(_cpu_seconds(p) for p in publishers)
+                cpu_before = cpu_seconds(baton.pid)
+                pub_before = sum(cpu_seconds(p) for p in publishers)
                 start = time.perf_counter()
                 load = run_async(lambda: _load(server.url, plans))
                 elapsed = time.perf_counter() - start
-                service_cpu = _cpu_seconds(baton.pid) - cpu_before
-                publisher_cpu = sum(_cpu_seconds(p) for p in publishers) - pub_before
+                service_cpu = cpu_seconds(baton.pid) - cpu_before
+                publisher_cpu = sum(cpu_seconds(p) for p in publishers) - pub_before
                 cpu = service_cpu + publisher_cpu
                 recorder.send_signal(signal.SIGINT)
                 try:
@@ -257,15 +258,6 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
         "samples": total,
         "components": {k: v / total for k, v in components.items()},
     }
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc/PID/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _warm(url: str) -> None:
