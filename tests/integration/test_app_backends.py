@@ -194,3 +194,34 @@ def test_a_task_lives_the_same_life_on_every_backend(store: dict[str, str]) -> N
             reopened.close()
     finally:
         app.close()
+
+
+def test_a_group_larger_than_one_insert_is_stored_whole_and_in_order(
+    store: dict[str, str],
+) -> None:
+    """A group commit writes all its events in one transaction (on SQLite in statements of
+    many rows each): every event is stored, each aggregate's events at increasing positions in
+    version order, and the group reads back as applied, past the first statement's rows too."""
+    app = BatonApp(store)
+    try:
+        plan = {"steps": [{"step_name": f"s{i}"} for i in range(3)]}
+        requests = [
+            (c.CreateTask(task_name=f"t{i}", plan=plan), f"create-{i}") for i in range(200)
+        ]
+        created = app.handle_batch(requests)
+        assert not [r for r in created if isinstance(r, BaseException)]
+        notifications = app.recorder.select_notifications(1, 10_000)
+        assert len(notifications) > 500  # more rows than one INSERT statement carries
+        positions = [n.id for n in notifications]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)
+        versions: dict[Any, int] = {}
+        for notification in notifications:
+            previous = versions.get(notification.originator_id, 0)
+            assert notification.originator_version == previous + 1  # in version order
+            versions[notification.originator_id] = notification.originator_version
+        for reply in created:
+            assert app.task_view(reply["task_id"])["status"] == "running"
+        again = app.handle_batch(requests[:3])  # repeats: the stored replies
+        assert again == created[:3]
+    finally:
+        app.close()
