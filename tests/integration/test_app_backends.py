@@ -205,9 +205,7 @@ def test_a_group_larger_than_one_insert_is_stored_whole_and_in_order(
     app = BatonApp(store)
     try:
         plan = {"steps": [{"step_name": f"s{i}"} for i in range(3)]}
-        requests = [
-            (c.CreateTask(task_name=f"t{i}", plan=plan), f"create-{i}") for i in range(200)
-        ]
+        requests = [(c.CreateTask(task_name=f"t{i}", plan=plan), f"create-{i}") for i in range(200)]
         created = app.handle_batch(requests)
         assert not [r for r in created if isinstance(r, BaseException)]
         notifications = app.recorder.select_notifications(1, 10_000)
