@@ -255,7 +255,12 @@ class BatonApp(Application[UUID]):
     ) -> list[Recording[UUID]]:
         """The library's ``_record``, with the stored command records appended to the same
         ``insert_events`` (one transaction). The records are not aggregates anyone loads, so
-        they are not put in the aggregate cache either (where they would push tasks out)."""
+        they are not put in the aggregate cache either (where they would push tasks out). A
+        save with tracking or recorder arguments (none in Baton today) takes the library's
+        way."""
+        if processing_event.tracking is not None or processing_event.saved_kwargs:
+            assert not records, "command records go with plain saves only"
+            return super()._record(processing_event)
         events = processing_event.events
         stored = [self.mapper.to_stored_event(event) for event in events]
         stored.extend(records)
@@ -507,6 +512,8 @@ class BatonApp(Application[UUID]):
                 uow = UnitOfWork(self, staged)
                 reply = handler(self, uow, command)
                 encoded = self._check_sizes(uow, reply)
+                kind = type(command).__name__
+                stored = self._stored_record(cid, kind, reply, encoded) if cid else None
             except Exception as error:
                 if uow is not None and uow.touched():
                     # It changed live aggregates before failing: start over, one by one.
@@ -518,9 +525,8 @@ class BatonApp(Application[UUID]):
                 continue
             touched.update(uow.loaded)
             staged.update({a.id: a for a in uow.changed()})
-            if cid:
-                kind = type(command).__name__
-                records.append(self._stored_record(cid, kind, reply, encoded))
+            if cid and stored is not None:
+                records.append(stored)
                 replies[cid] = (kind, reply)
             hooks.extend(uow.after_commit)
             results.append(reply)
@@ -549,20 +555,21 @@ class BatonApp(Application[UUID]):
         """Refuses (413, before anything is saved) a command whose reply, or one of whose
         events (each becomes a progress message), would not fit in a NATS message.
 
-        Returns the reply as JSON (None when it is not plain JSON), which its command record
-        stores as it is."""
+        Returns the reply as JSON (None when it is not plain JSON: a datetime, say, which the
+        event store's transcoder stores in a form of its own), which its command record stores
+        as it is."""
         try:
-            encoded: bytes | None = dumps_bytes(reply)
+            encoded: bytes | None = orjson.dumps(reply, option=orjson.OPT_PASSTHROUGH_DATETIME)
         except TypeError:
             encoded = None
         limit = self.message_limit
         if limit is None:
             return encoded
-        size = len(encoded if encoded is not None else dumps_bytes(reply, default=str))
-        if size > limit:
+        reply_size = len(encoded if encoded is not None else dumps_bytes(reply, default=str))
+        if reply_size > limit:
             raise TooLarge(
-                f"the reply would be {size} bytes, over the {limit} a message may carry",
-                details={"bytes": size, "limit": limit},
+                f"the reply would be {reply_size} bytes, over the {limit} a message may carry",
+                details={"bytes": reply_size, "limit": limit},
             )
         for aggregate in uow.loaded.values():
             added = 0
@@ -579,7 +586,7 @@ class BatonApp(Application[UUID]):
                     size *= 1 + len(aggregate.dependents_of(step.step_name))  # their contexts
                 added += size
             if isinstance(aggregate, Task) and added:
-                self._check_view_size(aggregate, added, reply, size, limit)
+                self._check_view_size(aggregate, added, reply, reply_size, limit)
         return encoded
 
     @staticmethod

@@ -31,6 +31,7 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from baton.domain import codec
 from baton.domain.model import Task
 from baton.domain.services import BatonApp
+from baton.domain.views import history_entry
 from baton.projections import rows
 from baton.projections.queries import ViewQueries
 from baton.projections.store import VIEW_TABLES, ViewStore, view_store_for
@@ -106,10 +107,13 @@ class _Retry(Exception):
 class _Batch:
     """What one batch of notifications changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = True) -> None:
         self.tasks: dict[UUID, Task] = {}
         self.seqs: dict[UUID, int] = {}
         self.history: list[tuple[str, int, str]] = []
+        #: Whether the events' decodings and history entries come from (and go into) the
+        #: application's caches the relay shares; a rebuild leaves them to the relay.
+        self.shared = shared
 
 
 class Projections(ViewQueries):
@@ -261,7 +265,7 @@ class Projections(ViewQueries):
 
     # -- computing a batch -------------------------------------------------------------------
     def _compute(self, notifications: list[Notification] | Any, shared: bool = True) -> _Batch:
-        batch = _Batch()
+        batch = _Batch(shared)
         decoded = self.app.decoded if shared else self.app.mapper.to_domain_event
         for notification in notifications:
             if not notification.topic.startswith(TASK_TOPIC_PREFIX):
@@ -283,10 +287,10 @@ class Projections(ViewQueries):
         state: Task | None = None
         if isinstance(event, Task.Created):
             # The entry is rendered before mutate: the new state shares the event's dicts.
-            batch.history.append(self._entry(event.task_id, event))
+            batch.history.append(self._entry(event.task_id, event, batch))
             state = event.mutate(None)
         elif previous is not None and previous.version == version - 1:
-            batch.history.append(self._entry(previous.task_id, event))
+            batch.history.append(self._entry(previous.task_id, event, batch))
             try:
                 state = event.mutate(previous)
             except Exception:
@@ -296,15 +300,18 @@ class Projections(ViewQueries):
                 state = self._load(aggregate_id, version)
         else:
             state = self._load(aggregate_id, version)
-            batch.history.append(self._entry(state.task_id, event))
+            batch.history.append(self._entry(state.task_id, event, batch))
         assert state is not None
         self._states[aggregate_id] = state
         while len(self._states) > self.cache_size:
             self._states.popitem(last=False)
         return state
 
-    def _entry(self, task_id: str, event: Any) -> tuple[str, int, str]:
-        entry = self.app.history_json(task_id, event).decode()
+    def _entry(self, task_id: str, event: Any, batch: _Batch) -> tuple[str, int, str]:
+        if batch.shared:
+            entry = self.app.history_json(task_id, event).decode()
+        else:
+            entry = rows.dumps(history_entry(task_id, event))
         return (task_id, event.originator_version, entry)
 
     def _load(self, aggregate_id: UUID, version: int) -> Task:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from baton.domain import commands as c
 from baton.domain.codec import dumps_bytes
 from baton.domain.errors import InvalidTransition
 from baton.domain.model import CommandRecord
-from baton.domain.services import BatonApp
+from baton.domain.services import BatonApp, UnitOfWork
 from tests.plans import seq
 from tests.unit.support import create, notification_count, sid
 
@@ -96,3 +98,15 @@ def test_a_command_record_is_stored_as_the_library_would_store_it(app: BatonApp)
         reply,
     )
     assert read_fast.reply == read_slow.reply
+
+
+def test_a_reply_that_is_not_plain_json_is_recorded_the_library_s_way(app: BatonApp) -> None:
+    """A reply holding a value the store's transcoder keeps in a form of its own (a datetime)
+    is not stored as plain JSON bytes: a repeat gets back the same value, not its text."""
+    when = datetime(2026, 12, 2, 7, 30, tzinfo=UTC)
+    reply = {"task_id": "t-1", "at": when}
+    encoded = app._check_sizes(UnitOfWork(app), reply)
+    assert encoded is None
+    stored = app._stored_record("cid-2", "CreateTask", reply, encoded)
+    record = app.mapper.to_domain_event(stored).mutate(None)
+    assert isinstance(record, CommandRecord) and record.reply == reply

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from baton.domain import commands as c
+from baton.domain.codec import dumps_bytes
 from baton.domain.errors import CommandIdReused, InvalidPlan, TooLarge
 from baton.domain.limits import MAX_STEPS
 from tests.plans import graph, seq
@@ -178,6 +179,23 @@ def test_a_result_that_would_outgrow_the_task_view_is_refused(app):
         c.CompleteStep(task_id=view["task_id"], step_id=sid(view, "root"), result="r" * 100)
     )
     assert ok["status"] == "completed"
+
+
+def test_the_view_bound_starts_from_the_view_after_a_command_that_answers_with_it(app):
+    """task.context answers with the whole view: the bound kept for later commands must start
+    from that view's size (not from the size of the command's last event), or a later result
+    makes a view too big for query.task to send."""
+    small = new_app(max_message_bytes=200_000)
+    view = create(small, seq("a", "b"))
+    task_id = view["task_id"]
+    for i in range(5):  # five 30 KB context values: a view of ~150 KB, under the limit
+        small.handle(c.AddContext(task_id=task_id, key=f"k{i}", value="v" * 30_000))
+    claimed = small.handle(c.ClaimStep(task_id=task_id))
+    with pytest.raises(TooLarge):  # the 30 KB result, twice in the view, would pass it
+        small.handle(
+            c.CompleteStep(task_id=task_id, step_id=claimed["step"]["step_id"], result="r" * 30_000)
+        )
+    assert len(dumps_bytes(small.task_view(task_id))) < small.message_limit
 
 
 def test_sequential_plans_store_no_dependency_lists(app):
