@@ -15,6 +15,7 @@ are one transaction's rules and read each other's state; the handlers are in han
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -67,8 +68,9 @@ A = TypeVar("A", bound=Aggregate)
 _RECORD_TOPIC = get_topic(CommandRecord.Created)
 _RECORD_AGGREGATE_TOPIC = get_topic(CommandRecord)
 
-#: Rows per INSERT statement on SQLite (4 parameters each; SQLite allows 32,766).
-ROWS_PER_INSERT = 500
+#: Rows per INSERT statement on SQLite, 4 parameters each: SQLite 3.32 and later allow 32,766
+#: parameters a statement, older ones 999.
+ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 249
 
 
 @lru_cache(maxsize=64)
