@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
+import nats.errors
 import nats.js.errors
 
 from baton.adapters.config import Settings
@@ -236,11 +237,33 @@ def delete_streams(nats_url: str, names: Iterable[str]) -> None:
     _on_a_thread(delete())
 
 
+#: JetStream API errors of a cluster electing a stream's leader (a killed node's streams):
+#: the tests' reads of a stream wait them out, as Baton's publishers do.
+ELECTING = (nats.errors.TimeoutError, nats.errors.NoRespondersError)
+#: How long a read of a stream waits out an election.
+ELECTION_S = 30.0
+
+
+async def _reading(read: Callable[[Any], Awaitable[T]], nats_url: str) -> T:
+    """``read(js)`` on a connection of its own, again while the stream's cluster elects a
+    leader (its API answers nothing for a few seconds)."""
+    deadline = time.monotonic() + ELECTION_S
+    while True:
+        nc = await nats.connect(nats_url)
+        try:
+            return await read(nc.jetstream())
+        except ELECTING:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            await nc.close()
+        await asyncio.sleep(0.2)
+
+
 async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, Any], str]]:
     """Every message stored in ``stream``, in order: (decoded body, Nats-Msg-Id)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
+
+    async def read(js: Any) -> list[tuple[dict[str, Any], str]]:
         info = await js.stream_info(stream)
         if not info.state.messages:
             return []
@@ -252,17 +275,17 @@ async def stream_messages(nats_url: str, stream: str) -> list[tuple[dict[str, An
                 (json.loads(m.data or b"null"), (m.headers or {})["Nats-Msg-Id"]) for m in msgs
             ]
         return found
-    finally:
-        await nc.close()
+
+    return await _reading(read, nats_url)
 
 
 async def stream_count(nats_url: str, stream: str) -> int:
     """How many messages ``stream`` holds."""
-    nc = await nats.connect(nats_url)
-    try:
-        return int((await nc.jetstream().stream_info(stream)).state.messages)
-    finally:
-        await nc.close()
+
+    async def read(js: Any) -> int:
+        return int((await js.stream_info(stream)).state.messages)
+
+    return await _reading(read, nats_url)
 
 
 async def wait_for_stream(nats_url: str, stream: str, count: int, timeout: float = 30.0) -> None:
