@@ -317,6 +317,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        # The library's recorder with multi-row inserts (adapters/persistence.py).
+        "APPLICATION_RECORDER_TOPIC": "baton.adapters.persistence:SQLiteLog",
         "SQLITE_DBNAME": str((settings.data_dir / "events.sqlite").resolve()),
         "SQLITE_LOCK_TIMEOUT": "10",
     }

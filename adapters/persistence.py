@@ -14,7 +14,15 @@ last record of an idle log outlives the window until anything else is appended.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteRecorder
 
 from baton.domain.session import CommandRecord
 
@@ -25,8 +33,7 @@ def delete_command_records(recorder: Any, up_to: int) -> int:
     """Deletes the command records at or below log position ``up_to``; returns how many."""
     datastore = recorder.datastore
     table = recorder.events_table_name
-    module = type(recorder).__module__
-    if module.startswith("eventsourcing.sqlite"):
+    if isinstance(recorder, SQLiteRecorder):
         # SQLite gives a new row the largest rowid + 1: deleting the newest row (after an idle
         # window, usually a command record) would hand its position, which every reader has
         # passed, to the next event, and that event would never be read. The newest row stays.
@@ -34,7 +41,7 @@ def delete_command_records(recorder: Any, up_to: int) -> int:
             f"FROM {table} WHERE topic = ? AND rowid <= ?"
             f" AND rowid < (SELECT MAX(rowid) FROM {table})"
         )
-    elif module.startswith("eventsourcing.postgres"):
+    elif isinstance(recorder, PostgresRecorder):
         # A sequence never gives a position twice; the newest row stays here too, so both
         # stores keep the same records.
         name = f'"{datastore.schema}".{table}'
@@ -50,3 +57,48 @@ def delete_command_records(recorder: Any, up_to: int) -> int:
         if count:
             cursor.execute(f"DELETE {where}", (_TOPIC, up_to))
         return count
+
+
+#: Rows per INSERT statement on SQLite, 4 parameters each: SQLite 3.32 and later allow 32,766
+#: parameters a statement, older ones 999.
+ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 249
+
+
+@lru_cache(maxsize=64)
+def _insert_rows(table: str, rows: int) -> str:
+    """``INSERT INTO table VALUES (?,?,?,?), ...`` for ``rows`` rows."""
+    return f"INSERT INTO {table} VALUES " + ",".join(["(?,?,?,?)"] * rows)
+
+
+class SQLiteLog(SQLiteApplicationRecorder):
+    """The application recorder ``event_store_env`` configures on SQLite: the library's, except
+    that a transaction's events go in multi-row INSERTs of ``ROWS_PER_INSERT`` rows.
+
+    The library runs an INSERT per event (to learn each one's position), and the sqlite3 module
+    lets go of the GIL around every statement and waits to get it back, behind the service's
+    event loop for up to a switch interval each time: a group commit of 50 commands (~200 rows)
+    spent ~4 ms inserting and committing under load, against ~0.9 ms alone (standalone, 200 rows
+    beside a busy thread: 25 ms one by one, 2.7 ms in one statement). Rows are inserted in the
+    order given, each taking the largest rowid + 1 (the newest row is never deleted, see
+    ``delete_command_records``), so a statement's positions are consecutive up to its last.
+    """
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
+    ) -> Sequence[int] | None:
+        positions: list[int] = []
+        for start in range(0, len(stored_events), ROWS_PER_INSERT):
+            chunk = stored_events[start : start + ROWS_PER_INSERT]
+            params: list[Any] = []
+            for event in chunk:
+                originator = event.originator_id
+                params += (
+                    originator.hex if isinstance(originator, UUID) else originator,
+                    event.originator_version,
+                    event.topic,
+                    event.state,
+                )
+            c.execute(_insert_rows(self.events_table_name, len(chunk)), params)
+            last = int(c.lastrowid)
+            positions.extend(range(last - len(chunk) + 1, last + 1))
+        return positions

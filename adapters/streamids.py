@@ -25,6 +25,8 @@ import weakref
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.postgres import PostgresRecorder
+from eventsourcing.sqlite import SQLiteRecorder
 
 SECRET_TABLE = "baton_stream_secret"
 
@@ -61,11 +63,11 @@ def deployment_secret(recorder: Any) -> bytes:
     application recorder); made on first use. Safe when several instances start at once (the
     first insert wins, every instance reads the row back). An in-memory store keeps it for
     the life of the recorder."""
-    module = type(recorder).__module__
-    if module.startswith("eventsourcing.postgres"):
+    datastore: Any
+    if isinstance(recorder, PostgresRecorder):
         datastore = recorder.datastore
         table, mark = f'"{datastore.schema}".{SECRET_TABLE}', "%s"
-    elif module.startswith("eventsourcing.sqlite"):
+    elif isinstance(recorder, SQLiteRecorder):
         datastore = recorder.datastore
         table, mark = SECRET_TABLE, "?"
     else:
@@ -84,7 +86,7 @@ def deployment_secret(recorder: Any) -> bytes:
                     (secrets.token_hex(32),),
                 )
                 cursor.execute(f"SELECT secret FROM {table} WHERE id = 1")
-                row = cursor.fetchone()
+                row: Any = cursor.fetchone()
             break
         except IntegrityError:
             # PostgreSQL: instances creating the table at once race in the catalogue; the

@@ -15,11 +15,9 @@ are one transaction's rules and read each other's state; the handlers are in han
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from functools import lru_cache
 from threading import Lock, RLock
 from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
@@ -42,7 +40,6 @@ from eventsourcing.persistence import (
     StoredEvent,
     Transcoding,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from baton.domain import commands as c
@@ -67,16 +64,6 @@ Reply = Any
 A = TypeVar("A", bound=Aggregate)
 _RECORD_TOPIC = get_topic(CommandRecord.Created)
 _RECORD_AGGREGATE_TOPIC = get_topic(CommandRecord)
-
-#: Rows per INSERT statement on SQLite, 4 parameters each: SQLite 3.32 and later allow 32,766
-#: parameters a statement, older ones 999.
-ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 249
-
-
-@lru_cache(maxsize=64)
-def _insert_rows(table: str, rows: int) -> str:
-    """``INSERT INTO table VALUES (?, ?, ?, ?), ...`` for ``rows`` rows."""
-    return f"INSERT INTO {table} VALUES " + ",".join(["(?,?,?,?)"] * rows)
 
 
 class Workspace(Protocol):
@@ -266,7 +253,7 @@ class BatonApp(Application[UUID]):
         events = processing_event.events
         stored = [self.mapper.to_stored_event(event) for event in events]
         stored.extend(records)
-        positions = self._insert(stored)
+        positions = self.recorder.insert_events(stored)
         recordings: list[Recording[UUID]] = []
         if positions:
             for event, record, position in zip(events, stored, positions, strict=False):
@@ -283,36 +270,6 @@ class BatonApp(Application[UUID]):
             for aggregate_id, aggregate in processing_event.aggregates.items():
                 cache.put(aggregate_id, aggregate)
         return recordings
-
-    def _insert(self, stored: list[StoredEvent]) -> Sequence[int] | None:
-        """Writes ``stored`` in one transaction.
-
-        On SQLite with one multi-row INSERT per ``ROWS_PER_INSERT`` rows. The recorder's own
-        way runs a statement per row (to learn each row's position, which nothing here reads:
-        the recordings only feed ``_notify``, a no-op), and the sqlite3 module lets go of the
-        GIL around every statement and waits to get it back, behind the event loop's thread
-        for up to a switch interval each time: a group of 50 commands (~200 rows) spent ~4 ms
-        inserting and committing under load, against ~0.9 ms alone. Rows are inserted in the
-        order given, so positions follow each aggregate's versions. Elsewhere (PostgreSQL, the
-        unit tests' in-memory store) the recorder's own way, locks and all."""
-        recorder = self.recorder
-        if not isinstance(recorder, SQLiteApplicationRecorder):
-            return recorder.insert_events(stored)
-        table = recorder.events_table_name
-        with recorder.datastore.transaction(commit=True) as cursor:
-            for start in range(0, len(stored), ROWS_PER_INSERT):
-                chunk = stored[start : start + ROWS_PER_INSERT]
-                params: list[Any] = []
-                for event in chunk:
-                    originator = event.originator_id
-                    params += (
-                        originator.hex if isinstance(originator, UUID) else originator,
-                        event.originator_version,
-                        event.topic,
-                        event.state,
-                    )
-                cursor.execute(_insert_rows(table, len(chunk)), params)
-        return None
 
     def _stored_record(
         self, command_id: str, kind: str, reply: Reply, encoded: bytes | None

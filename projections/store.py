@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import ApplicationRecorder, Tracking, TrackingRecorder
-from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from eventsourcing.postgres import PostgresRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteRecorder, SQLiteTrackingRecorder
 
 #: View tables (their names on PostgreSQL too; in the views file on SQLite).
 TABLES: dict[str, str] = {
@@ -309,13 +310,12 @@ class PostgresViewStore(ViewStore):
 
 def view_store_for(recorder: ApplicationRecorder, views_path: str | Path | None) -> ViewStore:
     """The view store beside ``recorder``'s events (or in ``views_path`` when given)."""
-    module = type(recorder).__module__
-    if module.startswith("eventsourcing.postgres") and views_path is None:
+    if isinstance(recorder, PostgresRecorder) and views_path is None:
         return PostgresViewStore(recorder)
     if views_path is not None:
         return SQLiteViewStore(str(Path(views_path)))
-    if module.startswith("eventsourcing.sqlite"):
-        pool = recorder.datastore.pool  # type: ignore[attr-defined]
+    if isinstance(recorder, SQLiteRecorder):
+        pool = recorder.datastore.pool
         if pool.is_sqlite_memory_mode:
             return SQLiteViewStore(_memory_name())
         return SQLiteViewStore(str(Path(pool.db_name).parent / "views.sqlite"))

@@ -22,6 +22,7 @@ import nats.errors
 import nats.js.errors
 
 from baton.adapters.config import Settings
+from bench.harness import children_of
 
 T = TypeVar("T")
 
@@ -171,15 +172,6 @@ class ServiceProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self._children = []
-
-
-def children_of(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            return [int(p) for p in children.read().split()]
-    except OSError:
-        return []
 
 
 def process_alive(pid: int) -> bool:

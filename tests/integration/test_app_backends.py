@@ -16,6 +16,7 @@ from baton.adapters.config import Settings, event_store_env
 from baton.domain import commands as c
 from baton.domain.errors import NotFound
 from baton.domain.services import BatonApp
+from baton.domain.session import Session
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
@@ -221,5 +222,27 @@ def test_a_group_larger_than_one_insert_is_stored_whole_and_in_order(
             assert app.task_view(reply["task_id"])["status"] == "running"
         again = app.handle_batch(requests[:3])  # repeats: the stored replies
         assert again == created[:3]
+    finally:
+        app.close()
+
+
+def test_the_positions_a_write_reports_are_the_ones_it_is_read_back_at(
+    store: dict[str, str],
+) -> None:
+    """The recorder says where each written event landed (on SQLite from multi-row
+    statements, by their last row): exactly the positions the log then reads them at."""
+    app = BatonApp(store)
+    try:
+        app.handle(c.CreateTask(task_name="first", plan=PLAN))
+        session = Session.create("many")
+        for i in range(600):  # more rows than one statement carries
+            session.admit(f"task-{i}")
+        stored = [app.mapper.to_stored_event(e) for e in session.collect_events()]
+        positions = app.recorder.insert_events(stored)
+        read = app.recorder.select_notifications(1, 10_000)
+        at = {(n.originator_id, n.originator_version): n.id for n in read}
+        assert list(positions or []) == [
+            at[(s.originator_id, s.originator_version)] for s in stored
+        ]
     finally:
         app.close()
