@@ -215,6 +215,26 @@ async def test_unacknowledged_events_are_never_skipped(
     assert_exactly_once_in_order(app, task_ids, await published_by_task(js, prefix))
 
 
+async def test_a_progress_stream_deleted_under_the_relay_is_made_again_and_nothing_is_skipped(
+    make_app: Callable[[], BatonApp], js: Any, prefix: str
+) -> None:
+    app = make_app()
+    before = drive(app, tasks=1)
+    relay = ProgressRelay(app, js, prefix=prefix, batch=1000)
+    await pump_all(relay)
+    await js.delete_stream(stream_names(prefix)[0])  # an operator's mistake, or a reset
+    after = drive(app, tasks=2)
+    # Nobody stores the subject now: the batch fails as a whole (no stream answered) and is
+    # neither recorded nor skipped; the next pump makes the stream again and publishes it.
+    position = relay.read_position()
+    with pytest.raises(PublicationError):
+        await relay.pump_once()
+    assert relay.read_position() == position
+    await pump_all(relay)
+    assert_exactly_once_in_order(app, after, await published_by_task(js, prefix))
+    assert before[0] not in await published_by_task(js, prefix)  # gone with the old stream
+
+
 async def test_two_relays_on_one_store_publish_each_event_once(
     make_app: Callable[[], BatonApp], js: Any, prefix: str
 ) -> None:
