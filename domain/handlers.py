@@ -99,13 +99,22 @@ def _schedule(
     return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": trigger}
 
 
+def _started(uow: UnitOfWork, task: Task, step: Step) -> Reply:
+    """The reply for ``step``, started with its trigger in one event (``start_first_ready``
+    with ``fire_at``)."""
+    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": task.trigger}
+
+
 def start_task(app: BatonApp, uow: UnitOfWork, cmd: c.StartTask) -> Reply:
     task = uow.task(cmd.task_id)
     task.require_running("start")
-    step = task.first_current() or task.start_first_ready(uow.now)
+    step = task.first_current()
+    if step is not None:
+        return _schedule(uow, task, step, cmd.delay_s, cmd.priority)
+    step = task.start_first_ready(uow.now, fire_at=uow.now + cmd.delay_s, priority=cmd.priority)
     if step is None:
         return {"status": "no_next_step", "step": None, "trigger": None}
-    return _schedule(uow, task, step, cmd.delay_s, cmd.priority)
+    return _started(uow, task, step)
 
 
 def _advance(app: BatonApp, uow: UnitOfWork, task: Task, plan: Plan | None) -> Reply:
@@ -121,8 +130,10 @@ def _advance(app: BatonApp, uow: UnitOfWork, task: Task, plan: Plan | None) -> R
         revise_plan(task, plan)
     if _finish_if_done(app, uow, task):
         return {"status": "completed", "step": None, "trigger": None}
-    step = task.start_first_ready(uow.now)
-    if step is None and current is None:
+    step = task.start_first_ready(uow.now, fire_at=uow.now)
+    if step is not None:
+        return _started(uow, task, step)
+    if current is None:
         step = task.first_current()
     if step is None:
         return {"status": "no_next_step", "step": None, "trigger": None}

@@ -128,11 +128,16 @@ class Task(TaskState, Aggregate):
             task._dirty_all = True  # every step's ``ready`` flag
 
     class StepStarted(Event):
-        """A step became current (in progress); it gets a fresh parent_action_id."""
+        """A step became current (in progress); it gets a fresh parent_action_id. When the
+        command that started it also schedules its trigger (``task.start``, ``task.next``),
+        the trigger comes in this event (a ``TriggerScheduled`` of its own in earlier stores:
+        one event fewer per step), replacing the task's pending one as ``TriggerScheduled``
+        does."""
 
         TOPIC = "baton:Task.StepStarted"
         step_id: str
         parent_action_id: str
+        trigger: dict[str, Any] | None = None
 
         def apply(self, task: Task) -> None:
             step = task.step(self.step_id)
@@ -143,6 +148,11 @@ class Task(TaskState, Aggregate):
             step.retry_at = None
             step.parent_action_id = self.parent_action_id
             task._set_status(step, CURRENT)
+            if self.trigger is not None:
+                old = task.trigger
+                task.trigger = dict(self.trigger)
+                task.last_trigger = task.trigger
+                task._trigger_changed(old)
 
     class StepClaimed(Event):
         TOPIC = "baton:Task.StepClaimed"
@@ -518,7 +528,11 @@ class Task(TaskState, Aggregate):
         TASK_LIFECYCLE.check("start", self.status, self.label)
         self.trigger_event(self.Started, display_message=f"Task {self.task_name!r} started")
 
-    def start_step(self, step: Step, now: float) -> None:
+    def start_step(
+        self, step: Step, now: float, *, fire_at: float | None = None, priority: int | None = None
+    ) -> None:
+        """Makes ``step`` current; with ``fire_at``, schedules its trigger in the same event
+        (``priority`` as in ``schedule_trigger``)."""
         STEP_LIFECYCLE.check("start", step.status, step.label)
         if not self.dependencies_satisfied(step):
             raise self._blocked(step, "start")
@@ -527,20 +541,29 @@ class Task(TaskState, Aggregate):
                 f"cannot start {step.label}: it waits for its retry until {step.retry_at:.3f}",
                 details={"rule": "step.start", "state": "waiting", "retry_at": step.retry_at},
             )
+        action_id = ids.new_action_id()
+        trigger = None
+        if fire_at is not None:
+            trigger = self._trigger_for(step, action_id, fire_at, priority)
         self.trigger_event(
             self.StepStarted,
             step_id=step.step_id,
-            parent_action_id=ids.new_action_id(),
+            parent_action_id=action_id,
+            trigger=trigger,
             display_message=f"Step {step.step_name!r} is now in progress"
-            + (f" (attempt {step.attempts + 1})" if step.attempts else ""),
+            + (f" (attempt {step.attempts + 1})" if step.attempts else "")
+            + (", its trigger scheduled" if trigger is not None else ""),
         )
 
-    def start_first_ready(self, now: float) -> Step | None:
-        """Makes the first ready step (in plan order) current; returns it, or None."""
+    def start_first_ready(
+        self, now: float, *, fire_at: float | None = None, priority: int | None = None
+    ) -> Step | None:
+        """Makes the first ready step (in plan order) current; returns it, or None. With
+        ``fire_at``, its trigger is scheduled in the same event."""
         step = self.first_ready(now)
         if step is None:
             return None
-        self.start_step(step, now)
+        self.start_step(step, now, fire_at=fire_at, priority=priority)
         return step
 
     def claim(self, step: Step, worker: str, now: float, lease_s: float) -> None:
@@ -676,7 +699,18 @@ class Task(TaskState, Aggregate):
             raise InvalidTransition(
                 f"cannot schedule a trigger for {step.label}: it is {step.status}"
             )
-        trigger = {
+        trigger = self._trigger_for(step, step.parent_action_id, fire_at, priority)
+        self.trigger_event(
+            self.TriggerScheduled,
+            trigger=trigger,
+            display_message=f"Trigger scheduled for step {step.step_name!r}",
+        )
+        return trigger
+
+    def _trigger_for(
+        self, step: Step, action_id: str | None, fire_at: float, priority: int | None
+    ) -> dict[str, Any]:
+        return {
             "trigger_id": ids.new_trigger_id(),
             "task_id": self.task_id,
             "step_id": step.step_id,
@@ -687,17 +721,11 @@ class Task(TaskState, Aggregate):
             or step.description
             or step.step_name,
             "payload": {
-                "parent_action_id": step.parent_action_id,
+                "parent_action_id": action_id,
                 "step_name": step.step_name,
                 "task_name": self.task_name,
             },
         }
-        self.trigger_event(
-            self.TriggerScheduled,
-            trigger=trigger,
-            display_message=f"Trigger scheduled for step {step.step_name!r}",
-        )
-        return trigger
 
     def add_context(self, key: str, value: Any) -> None:
         self.require_not_ended("add context to")

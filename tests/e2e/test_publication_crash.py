@@ -120,7 +120,7 @@ async def test_a_relay_killed_mid_publication_resumes_without_loss_or_repeat(
     nats_url: str, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    task_ids, total = await asyncio.to_thread(make_events, data_dir, 200)
+    task_ids, total = await asyncio.to_thread(make_events, data_dir, 240)
     assert total > 2500  # enough for the kill to land mid-publication
     prefix = f"t{uuid.uuid4().hex[:10]}"
     stream = stream_names(prefix)[0]

@@ -284,11 +284,11 @@ async def check_everything(
     figures.progress_messages = len(progress)
 
     # Triggers: none twice, each one scheduled by some task, and every still-pending due one out.
-    scheduled = {
+    scheduled = {  # alone, or in the StepStarted of the step it is for
         e["data"]["trigger"]["trigger_id"]
         for events in histories.values()
         for e in events
-        if e["type"] == "TriggerScheduled"
+        if (e["data"] or {}).get("trigger")
     }
     pending = {v["trigger"]["trigger_id"] for v in views.values() if v.get("trigger")}
     deadline = time.monotonic() + 15

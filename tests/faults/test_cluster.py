@@ -173,8 +173,9 @@ def triggers_in_order(
     """Per task, the published triggers come in the order the task scheduled them."""
     scheduled: dict[str, list[str]] = {}
     for task_id, events in histories.items():
+        # A trigger is scheduled alone, or in the StepStarted of the step it is for.
         scheduled[task_id] = [
-            e["data"]["trigger"]["trigger_id"] for e in events if e["type"] == "TriggerScheduled"
+            e["data"]["trigger"]["trigger_id"] for e in events if (e["data"] or {}).get("trigger")
         ]
     published: dict[str, list[str]] = {}
     for body, _ in triggers:

@@ -39,12 +39,21 @@ def test_a_newer_trigger_replaces_the_pending_one(app):
     assert types.count("TriggerScheduled") == 2 and "TriggerWithdrawn" not in types
 
 
-def test_start_makes_the_first_ready_step_current_when_none_is(app):
+def test_start_makes_the_first_ready_step_current_when_none_is(app, clock):
     view = create(app, graph(a=[], b=[]))
     app.handle(c.CompleteStep(task_id=view["task_id"], step_id=sid(view, "a")))
-    reply = app.handle(c.StartTask(task_id=view["task_id"]))
+    reply = app.handle(c.StartTask(task_id=view["task_id"], delay_s=30))
     assert reply["step"]["step_name"] == "b"
     assert reply["step"]["status"] == "current"
+    # One event starts the step and schedules its trigger; the view at that version has both.
+    last = app.history(view["task_id"])[-1]
+    assert last["type"] == "StepStarted" and last["data"]["trigger"] == reply["trigger"]
+    assert reply["trigger"]["step_id"] == sid(view, "b")
+    assert reply["trigger"]["fire_at"] == clock.now + 30
+    assert reply["trigger"]["payload"]["parent_action_id"] == reply["step"]["parent_action_id"]
+    then = app.task_view(view["task_id"], version=last["version"])
+    assert then["trigger"] == reply["trigger"]
+    assert statuses(then)["b"] == "current"
 
 
 def test_next_completes_the_current_step_and_makes_the_next_one_current_with_a_trigger(app):
@@ -63,10 +72,12 @@ def test_next_replaces_the_trigger_of_the_completed_step(app):
     first = app.handle(c.StartTask(task_id=view["task_id"]))["trigger"]
     second = app.handle(c.NextStep(task_id=view["task_id"]))["trigger"]
     assert app.task_view(view["task_id"])["trigger"] == second != first
-    # task.next appends StepCompleted, StepStarted, TriggerScheduled: the completed step's
-    # trigger goes with it, without an event of its own.
-    types = [e["type"] for e in app.history(view["task_id"])][-3:]
-    assert types == ["StepCompleted", "StepStarted", "TriggerScheduled"]
+    # task.next appends two events, StepCompleted and StepStarted: the completed step's
+    # trigger goes with it, and the next step's trigger comes in the event that starts it.
+    history = app.history(view["task_id"])
+    assert [e["type"] for e in history][-2:] == ["StepCompleted", "StepStarted"]
+    assert history[-1]["data"]["trigger"] == second
+    assert second["payload"]["parent_action_id"] == history[-1]["data"]["parent_action_id"]
 
 
 def test_next_on_the_last_step_completes_the_task(app):
