@@ -95,7 +95,7 @@ class AckInbox:
             return
         error = reply.get("error") if isinstance(reply, dict) else {"description": str(reply)}
         if error is not None:
-            future.set_exception(nats.js.errors.APIError.from_error(error))
+            future.set_exception(_refusal(error))
             return
         future.set_result(
             Ack(reply.get("stream"), reply.get("seq"), bool(reply.get("duplicate", False)))
@@ -110,6 +110,18 @@ class AckInbox:
                 await subscription.unsubscribe()
             except Exception:  # noqa: BLE001 - the connection is closed or closing
                 return
+
+
+def _refusal(error: Any) -> nats.js.errors.APIError:
+    """The error JetStream's answer names (``BadRequestError`` for a 400, and so on), as nats-py
+    makes it; its ``from_error`` raises it rather than returning it."""
+    try:
+        nats.js.errors.APIError.from_error(error)
+    except nats.js.errors.APIError as refused:
+        return refused
+    except Exception:  # noqa: BLE001 - not the shape JetStream answers with
+        pass
+    return nats.js.errors.APIError(description=f"refused: {error!r}")
 
 
 __all__ = ["Ack", "AckInbox"]
