@@ -112,6 +112,13 @@ class AckInbox:
                 return
 
 
+def inbox_for(js: Any) -> AckInbox | None:
+    """An inbox on the connection of JetStream context ``js`` (None for a stand-in without one:
+    then ``js.publish_async`` / ``js.publish`` are used)."""
+    nc = getattr(js, "_nc", None)
+    return AckInbox(nc) if nc is not None else None
+
+
 def _refusal(error: Any) -> nats.js.errors.APIError:
     """The error JetStream's answer names (``BadRequestError`` for a 400, and so on), as nats-py
     makes it; its ``from_error`` raises it rather than returning it."""
@@ -124,4 +131,4 @@ def _refusal(error: Any) -> nats.js.errors.APIError:
     return nats.js.errors.APIError(description=f"refused: {error!r}")
 
 
-__all__ = ["Ack", "AckInbox"]
+__all__ = ["Ack", "AckInbox", "inbox_for"]

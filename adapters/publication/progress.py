@@ -29,7 +29,7 @@ import nats.errors
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 
-from baton.adapters.publication.acks import AckInbox
+from baton.adapters.publication.acks import inbox_for
 from baton.adapters.publication.pump import MSG_ID, Pump, encode
 from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
 from baton.adapters.streamids import NATURAL, MessageIds
@@ -177,10 +177,7 @@ class ProgressRelay(Pump):
         """Events JetStream had already (a republished batch, or another relay's)."""
         self.shortened = 0
         """Events published without their data because they did not fit in a message."""
-        nc = getattr(js, "_nc", None)
-        self._acks: AckInbox | None = AckInbox(nc) if nc is not None else None
-        """Acknowledgements on one inbox subscription (a JetStream context's connection),
-        at two thirds of ``publish_async``'s cost per message."""
+        self._acks = inbox_for(js)  # two thirds of publish_async's cost per message
 
     # -- the store, from a worker thread ------------------------------------------------------
     @property
@@ -310,9 +307,6 @@ class ProgressRelay(Pump):
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.record_position(now=True), 2.0)
-            if self._acks is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._acks.close(), 2.0)
 
     async def _pump_batch(self) -> bool:
         before = self._position

@@ -14,6 +14,7 @@ from uuid import UUID
 import nats.errors
 import nats.js.errors
 
+from baton.adapters.publication.acks import AckInbox
 from baton.domain import codec
 
 log = logging.getLogger("baton.adapters.publication")
@@ -65,6 +66,8 @@ class Pump:
         self.failures = 0
         """Consecutive failed pumps (0 when the last one succeeded)."""
         self._streams_missing = False
+        self._acks: AckInbox | None = None
+        """JetStream acknowledgements on one inbox of this publisher's (``inbox_for``)."""
 
     async def pump_once(self) -> int:
         raise NotImplementedError
@@ -147,6 +150,9 @@ class Pump:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             self._loop = None
+            if self._acks is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._acks.close(), 2.0)
 
     async def _pump_batch(self) -> bool:
         """One pump; True when there is probably more to do right away."""
