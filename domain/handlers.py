@@ -101,8 +101,9 @@ def _schedule(
 
 def _started(uow: UnitOfWork, task: Task, step: Step) -> Reply:
     """The reply for ``step``, started with its trigger in one event (``start_first_ready``
-    with ``fire_at``)."""
-    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": task.trigger}
+    with ``fire_at``). The trigger is a copy: the reply is the caller's, the task's is not."""
+    trigger = dict(task.trigger) if task.trigger is not None else None
+    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": trigger}
 
 
 def start_task(app: BatonApp, uow: UnitOfWork, cmd: c.StartTask) -> Reply:
