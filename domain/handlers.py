@@ -96,13 +96,19 @@ def _schedule(
     uow: UnitOfWork, task: Task, step: Step, delay_s: float, priority: int | None
 ) -> Reply:
     trigger = task.schedule_trigger(step, uow.now + delay_s, priority)
-    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": trigger}
+    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": _copy(trigger)}
+
+
+def _copy(trigger: dict[str, Any]) -> dict[str, Any]:
+    """A trigger for a reply: the reply is the caller's; the task's trigger (and its event's)
+    is not, down to its payload."""
+    return {**trigger, "payload": dict(trigger["payload"])}
 
 
 def _started(uow: UnitOfWork, task: Task, step: Step) -> Reply:
     """The reply for ``step``, started with its trigger in one event (``start_first_ready``
-    with ``fire_at``). The trigger is a copy: the reply is the caller's, the task's is not."""
-    trigger = dict(task.trigger) if task.trigger is not None else None
+    with ``fire_at``)."""
+    trigger = _copy(task.trigger) if task.trigger is not None else None
     return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": trigger}
 
 

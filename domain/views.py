@@ -136,6 +136,9 @@ def history_entry(task_id: str, event: CanMutateAggregate[Any]) -> dict[str, Any
     """``{type, version, timestamp, step_id?, data, display_message}`` for one task event."""
     fields = vars(event)
     data = {k: v for k, v in fields.items() if k not in _BASE_FIELDS}
+    if "trigger" in data and data["trigger"] is None:
+        # A StepStarted that scheduled no trigger reads as it did before it could carry one.
+        del data["trigger"]
     entry: dict[str, Any] = {
         "task_id": task_id,
         "type": event_type(event),

@@ -44,6 +44,7 @@ class AckInbox:
         self._subscription: Any = None
         self._futures: dict[str, asyncio.Future[Ack]] = {}
         self._count = 0
+        self._subscribing = asyncio.Lock()
 
     @property
     def pending(self) -> int:
@@ -54,7 +55,9 @@ class AckInbox:
         self, subject: str, body: bytes, headers: dict[str, str]
     ) -> asyncio.Future[Ack]:
         if self._prefix is None:
-            await self._subscribe()
+            async with self._subscribing:  # concurrent first publishes share one subscription
+                if self._prefix is None:
+                    await self._subscribe()
         prefix = self._prefix
         assert prefix is not None
         self._count += 1
@@ -103,7 +106,8 @@ class AckInbox:
 
     async def close(self) -> None:
         subscription, self._subscription, self._prefix = self._subscription, None, None
-        for future in list(self._futures.values()):
+        futures, self._futures = list(self._futures.values()), {}
+        for future in futures:
             future.cancel()
         if subscription is not None:
             try:

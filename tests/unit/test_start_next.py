@@ -78,6 +78,22 @@ def test_next_replaces_the_trigger_of_the_completed_step(app):
     assert [e["type"] for e in history][-2:] == ["StepCompleted", "StepStarted"]
     assert history[-1]["data"]["trigger"] == second
     assert second["payload"]["parent_action_id"] == history[-1]["data"]["parent_action_id"]
+    # A step started without a trigger (at create) reads as it always did: no trigger key.
+    first_start = next(e for e in history if e["type"] == "StepStarted")
+    assert set(first_start["data"]) == {"step_id", "parent_action_id"}
+
+
+def test_a_reply_s_trigger_is_the_caller_s_to_change(app):
+    view = create(app, seq("a", "b", "c"))
+    for reply in (
+        app.handle(c.StartTask(task_id=view["task_id"])),  # the current step's own trigger
+        app.handle(c.NextStep(task_id=view["task_id"])),  # in the StepStarted of the next
+    ):
+        kept = app.task_view(view["task_id"])["trigger"]
+        reply["trigger"]["priority"] = -1
+        reply["trigger"]["payload"]["step_name"] = "changed by the caller"
+        assert app.task_view(view["task_id"])["trigger"] == kept
+        assert kept["payload"]["step_name"] != "changed by the caller"
 
 
 def test_next_on_the_last_step_completes_the_task(app):
