@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -75,6 +76,7 @@ class Watcher:
         self.style = out.style
         self.prefix = client.prefix
         self.queue: asyncio.Queue[tuple[str, Any]] = queue or asyncio.Queue()
+        self._interrupted = False
         self.last_seq = 0  # the progress stream's sequence of the last event received
         self.progress_sub: Any = None
         self.lost = False
@@ -212,15 +214,21 @@ class Watcher:
         # The subscriptions are in place before the first line shows (nc.flush() alone may
         # PING ahead of SUBs still queued: see subscriptions.flush_subscriptions).
         await flush_subscriptions(nc)
+        self._interrupt_on_ctrl_c()
         deadline = None if self.args.timeout is None else time.monotonic() + self.args.timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
+            if self._interrupted:
+                raise KeyboardInterrupt
             try:
-                kind, data = await asyncio.wait_for(self.queue.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    kind, data = await self.queue.get()
             except TimeoutError:
                 break
+            if kind == "interrupt":
+                raise KeyboardInterrupt
             if kind == "event":
                 ended = await self.on_event(data)
                 if ended is not None:
@@ -233,6 +241,18 @@ class Watcher:
         where = f"task {task_id}" if task_id else "watch"
         print(f"{where}: timed out after {self.args.timeout:g} s", file=sys.stderr)
         return EXIT_TIMEOUT if task_id else EXIT_OK
+
+    def _interrupt_on_ctrl_c(self) -> None:
+        """Ctrl-C (SIGINT) becomes an item of the queue, handled after what is in hand. The
+        default, cancelling the main task, is lost when the cancellation meets an await whose
+        result is ready (``asyncio.wait_for``, nats-py's requests): the watch went on to its
+        timeout and exited 0 while events streamed in."""
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._interrupt)
+
+    def _interrupt(self) -> None:
+        self._interrupted = True  # ahead of events already queued
+        self.queue.put_nowait(("interrupt", None))  # wakes an idle wait
 
     async def find_task(self, task_id: str) -> dict[str, Any] | None:
         """The task's view; None while the projection lags a task whose events arrive.

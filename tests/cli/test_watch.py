@@ -131,6 +131,35 @@ def test_watch_a_session_shows_only_its_tasks_until_ctrl_c(service: Service) -> 
     assert all(other not in line for line in out.lines)
 
 
+def test_ctrl_c_stops_a_watch_while_events_stream_in(service: Service) -> None:
+    """SIGINT lands while events and their lookups are in flight, and still ends the watch
+    with 130 (a cancellation that meets a ready result must not be swallowed)."""
+    for attempt in range(6):
+        with service.popen("watch", "--session", "busy-s", "--timeout", "60") as watch:
+            assert watch.stdout is not None and watch.stderr is not None
+            out = Lines(watch.stdout)
+            out.wait_for("watching session busy-s")
+            stop = threading.Event()
+
+            driver = threading.Thread(target=_drive_until, args=(service, stop), daemon=True)
+            driver.start()
+            try:
+                out.wait_for("Task 'watched' created")
+                time.sleep(0.05 * attempt)
+                watch.send_signal(signal.SIGINT)
+                assert watch.wait(10) == 130, f"attempt {attempt}"
+            finally:
+                stop.set()
+                driver.join(30)
+            assert "Traceback" not in watch.stderr.read()
+
+
+def _drive_until(service: Service, stop: threading.Event) -> None:
+    while not stop.is_set():  # a task of another session too: a lookup per event
+        new_task(service, session="elsewhere-s")
+        new_task(service, session="busy-s")
+
+
 def _drive_to_completion(service: Service, task_id: str) -> None:
     service.api("complete_step", task_id=task_id, step_id=f"{task_id}.0", result="x")
     service.api("next_step", task_id=task_id)
