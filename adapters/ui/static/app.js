@@ -108,11 +108,17 @@ export function problem(key, text) {
   banner.hidden = problems.size === 0;
 }
 
-/** Reports an API failure in the banner (NATS or the dashboard server unreachable), or returns
- * false for an error the page shows itself. */
-export function reportFailure(error) {
+/** How long after a failed read the page reads again (no Baton service answers yet, or the
+ * dashboard server is away): the banner says "retrying", and it does. */
+export const RETRY_MS = 2000;
+
+/** Reports an API failure in the banner (NATS or the dashboard server unreachable) and calls
+ * `retry` after RETRY_MS, or returns false for an error the page shows itself. Nothing else may
+ * come to refetch: a service that reconnects to NATS after the dashboard did sends no event. */
+export function reportFailure(error, retry) {
   if (error instanceof ApiError && (error.status === 503 || error.status === 0)) {
     problem("api", `${error.message}; retrying…`);
+    if (retry) setTimeout(retry, RETRY_MS);
     return true;
   }
   return false;

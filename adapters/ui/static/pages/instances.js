@@ -59,7 +59,7 @@ export async function mount(main) {
       render(await api("/api/instances"));
       problem("api", null);
     } catch (error) {
-      if (!reportFailure(error)) problem("api", `Cannot ask the instances: ${error.message}`);
+      if (!reportFailure(error, refresh)) problem("api", `Cannot ask the instances: ${error.message}`);
     }
   }, 1000);
   live({ quiet: true, onResync: refresh });

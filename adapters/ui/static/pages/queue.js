@@ -64,7 +64,7 @@ export async function mount(main, { params }) {
       render(await api(`/api/queue?${q}`));
       problem("api", null);
     } catch (error) {
-      if (!reportFailure(error)) problem("api", `Cannot read the queue: ${error.message}`);
+      if (!reportFailure(error, refresh)) problem("api", `Cannot read the queue: ${error.message}`);
     }
   }, 500);
 

@@ -276,7 +276,7 @@ export async function mount(main, { initial }) {
     } catch (error) {
       if (error.status === 404) {
         problem("api", `Task ${taskId} is gone.`);
-      } else if (!reportFailure(error)) {
+      } else if (!reportFailure(error, refreshView)) {
         problem("api", `Cannot load the task: ${error.message}`);
       }
     }
@@ -291,7 +291,7 @@ export async function mount(main, { initial }) {
       drawSlider();
       drawTimeline();
     } catch (error) {
-      if (!reportFailure(error)) problem("history", `Cannot load the history: ${error.message}`);
+      if (!reportFailure(error, refreshHistory)) problem("history", `Cannot load the history: ${error.message}`);
     }
   }, 500);
 

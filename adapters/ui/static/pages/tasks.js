@@ -108,7 +108,7 @@ export async function mount(main, { params }) {
       render(await api(query()));
       problem("api", null);
     } catch (error) {
-      if (!reportFailure(error)) problem("api", `Cannot list tasks: ${error.message}`);
+      if (!reportFailure(error, refresh)) problem("api", `Cannot list tasks: ${error.message}`);
     }
   }, 300);
 
