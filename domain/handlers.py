@@ -95,21 +95,18 @@ def create_task(app: BatonApp, uow: UnitOfWork, cmd: c.CreateTask) -> Reply:
 def _schedule(
     uow: UnitOfWork, task: Task, step: Step, delay_s: float, priority: int | None
 ) -> Reply:
-    trigger = task.schedule_trigger(step, uow.now + delay_s, priority)
-    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": _copy(trigger)}
+    task.schedule_trigger(step, uow.now + delay_s, priority)
+    return _queued(uow, task, step)
 
 
-def _copy(trigger: dict[str, Any]) -> dict[str, Any]:
-    """A trigger for a reply: the reply is the caller's; the task's trigger (and its event's)
-    is not, down to its payload."""
-    return {**trigger, "payload": dict(trigger["payload"])}
-
-
-def _started(uow: UnitOfWork, task: Task, step: Step) -> Reply:
-    """The reply for ``step``, started with its trigger in one event (``start_first_ready``
-    with ``fire_at``)."""
-    trigger = _copy(task.trigger) if task.trigger is not None else None
-    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": trigger}
+def _queued(uow: UnitOfWork, task: Task, step: Step) -> Reply:
+    """The reply for ``step`` once its trigger is the task's: scheduled alone (``_schedule``)
+    or with the step's start (``start_first_ready`` with ``fire_at``). The trigger is a copy
+    down to its payload: the reply is the caller's, the task's trigger is not."""
+    trigger = task.trigger
+    assert trigger is not None
+    copy = {**trigger, "payload": dict(trigger["payload"])}
+    return {"status": "queued", "step": step_view(task, step, uow.now), "trigger": copy}
 
 
 def start_task(app: BatonApp, uow: UnitOfWork, cmd: c.StartTask) -> Reply:
@@ -121,7 +118,7 @@ def start_task(app: BatonApp, uow: UnitOfWork, cmd: c.StartTask) -> Reply:
     step = task.start_first_ready(uow.now, fire_at=uow.now + cmd.delay_s, priority=cmd.priority)
     if step is None:
         return {"status": "no_next_step", "step": None, "trigger": None}
-    return _started(uow, task, step)
+    return _queued(uow, task, step)
 
 
 def _advance(app: BatonApp, uow: UnitOfWork, task: Task, plan: Plan | None) -> Reply:
@@ -139,7 +136,7 @@ def _advance(app: BatonApp, uow: UnitOfWork, task: Task, plan: Plan | None) -> R
         return {"status": "completed", "step": None, "trigger": None}
     step = task.start_first_ready(uow.now, fire_at=uow.now)
     if step is not None:
-        return _started(uow, task, step)
+        return _queued(uow, task, step)
     if current is None:
         step = task.first_current()
     if step is None:

@@ -149,10 +149,7 @@ class Task(TaskState, Aggregate):
             step.parent_action_id = self.parent_action_id
             task._set_status(step, CURRENT)
             if self.trigger is not None:
-                old = task.trigger
-                task.trigger = dict(self.trigger)
-                task.last_trigger = task.trigger
-                task._trigger_changed(old)
+                task._set_trigger(self.trigger)
 
     class StepClaimed(Event):
         TOPIC = "baton:Task.StepClaimed"
@@ -282,10 +279,7 @@ class Task(TaskState, Aggregate):
         trigger: dict[str, Any]
 
         def apply(self, task: Task) -> None:
-            old = task.trigger
-            task.trigger = dict(self.trigger)
-            task.last_trigger = task.trigger
-            task._trigger_changed(old)
+            task._set_trigger(self.trigger)
 
     class TriggerWithdrawn(Event):
         """Written before 0.2 only: a trigger now goes with its step's transition or its task's
@@ -296,9 +290,7 @@ class Task(TaskState, Aggregate):
         reason: str
 
         def apply(self, task: Task) -> None:
-            old = task.trigger
-            task.trigger = None
-            task._trigger_changed(old)
+            task._set_trigger(None)
 
     class PlanRevised(Event):
         """The plan changed: ``added`` and ``changed`` carry step records, ``removed`` names

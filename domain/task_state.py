@@ -61,6 +61,7 @@ class TaskState:
     sequential: bool
     steps: list[Step]
     trigger: dict[str, Any] | None
+    last_trigger: dict[str, Any] | None
 
     # -- indexes --------------------------------------------------------------------------
     def _index(self) -> None:
@@ -202,8 +203,13 @@ class TaskState:
             self.trigger = None
             self._dirty.add(step.step_index)
 
-    def _trigger_changed(self, old: dict[str, Any] | None) -> None:
-        """The pending trigger's step ranks by the trigger: its queue row changes."""
+    def _set_trigger(self, trigger: dict[str, Any] | None) -> None:
+        """Replaces the pending trigger (None withdraws it); a new one is also the last one.
+        The steps of the old and the new one rank by their trigger: their queue rows change."""
+        old = self.trigger
+        self.trigger = None if trigger is None else dict(trigger)
+        if self.trigger is not None:
+            self.last_trigger = self.trigger
         for trigger in (old, self.trigger):
             if trigger is not None:
                 step = self._by_id.get(trigger.get("step_id", ""))

@@ -118,7 +118,7 @@ class AckInbox:
 
 def inbox_for(js: Any) -> AckInbox | None:
     """An inbox on the connection of JetStream context ``js`` (None for a stand-in without one:
-    then ``js.publish_async`` / ``js.publish`` are used)."""
+    then ``js.publish_async`` is used)."""
     nc = getattr(js, "_nc", None)
     return AckInbox(nc) if nc is not None else None
 

@@ -29,7 +29,6 @@ import nats.errors
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 
-from baton.adapters.publication.acks import inbox_for
 from baton.adapters.publication.pump import MSG_ID, Pump, encode
 from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
 from baton.adapters.streamids import NATURAL, MessageIds
@@ -177,7 +176,6 @@ class ProgressRelay(Pump):
         """Events JetStream had already (a republished batch, or another relay's)."""
         self.shortened = 0
         """Events published without their data because they did not fit in a message."""
-        self._acks = inbox_for(js)  # two thirds of publish_async's cost per message
 
     # -- the store, from a worker thread ------------------------------------------------------
     @property
@@ -403,12 +401,7 @@ class ProgressRelay(Pump):
             return await self._publish(item.subject, body, item.msg_id)
 
     async def _publish(self, subject: str, body: bytes, msg_id: str) -> asyncio.Future[Any]:
-        if self._acks is not None:
-            return await self._acks.publish(subject, body, {MSG_ID: msg_id})
-        future: asyncio.Future[Any] = await self.js.publish_async(
-            subject, body, headers={MSG_ID: msg_id}
-        )
-        return future
+        return await self.publish_acked(subject, body, {MSG_ID: msg_id})
 
 
 __all__ = ["HEADER_ROOM", "Outgoing", "ProgressRelay", "fitting_entry", "max_payload_of"]

@@ -14,7 +14,7 @@ from uuid import UUID
 import nats.errors
 import nats.js.errors
 
-from baton.adapters.publication.acks import AckInbox
+from baton.adapters.publication.acks import AckInbox, inbox_for
 from baton.domain import codec
 
 log = logging.getLogger("baton.adapters.publication")
@@ -59,6 +59,8 @@ class Pump:
     """The shortest time between the starts of two pumps: under load, wake-ups (one per
     command) are coalesced and each pump handles a bigger batch, for less fixed cost each."""
     name: str = "publisher"
+    js: Any = None
+    """The JetStream context it publishes with."""
 
     def __init__(self) -> None:
         self._wakeup = asyncio.Event()
@@ -67,10 +69,23 @@ class Pump:
         """Consecutive failed pumps (0 when the last one succeeded)."""
         self._streams_missing = False
         self._acks: AckInbox | None = None
-        """JetStream acknowledgements on one inbox of this publisher's (``inbox_for``)."""
+        """JetStream acknowledgements on one inbox of this publisher's (``publish_acked``)."""
 
     async def pump_once(self) -> int:
         raise NotImplementedError
+
+    async def publish_acked(
+        self, subject: str, body: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[Any]:
+        """Publishes to JetStream (``self.js``); the future resolves to the acknowledgement.
+        On the publisher's own inbox (two thirds of ``publish_async``'s cost per message),
+        or through ``publish_async`` for a JetStream stand-in without a connection."""
+        if self._acks is None:
+            self._acks = inbox_for(self.js)
+        if self._acks is not None:
+            return await self._acks.publish(subject, body, headers)
+        future: asyncio.Future[Any] = await self.js.publish_async(subject, body, headers=headers)
+        return future
 
     async def _idle_timeout(self) -> float:
         return self.poll_interval

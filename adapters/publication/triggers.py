@@ -22,7 +22,6 @@ from typing import Any, Protocol
 import nats.js.errors
 from eventsourcing.persistence import IntegrityError
 
-from baton.adapters.publication.acks import inbox_for
 from baton.adapters.publication.progress import HEADER_ROOM, max_payload_of
 from baton.adapters.publication.pump import MSG_ID, Pump, encode
 from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
@@ -114,7 +113,6 @@ class TriggerScheduler(Pump):
         """The stream settings to re-create a missing stream with."""
         self.projections = projections
         self.js = js
-        self._acks = inbox_for(js)
         self.prefix = prefix
         self.batch = batch
         self.publish_timeout = publish_timeout
@@ -195,13 +193,8 @@ class TriggerScheduler(Pump):
         body = fitting_trigger(trigger, self.max_payload() - HEADER_ROOM)
         headers = {MSG_ID: self.ids(trigger["trigger_id"]), EXPECTED_LAST: str(last)}
         try:
-            if self._acks is not None:
-                acked = await self._acks.publish(subject, body, headers)
-                ack = await asyncio.wait_for(acked, self.publish_timeout)
-            else:
-                ack = await self.js.publish(
-                    subject, body, timeout=self.publish_timeout, headers=headers
-                )
+            acked = await self.publish_acked(subject, body, headers)
+            ack = await asyncio.wait_for(acked, self.publish_timeout)
         except nats.js.errors.BadRequestError as refused:
             self._last_seq.pop(subject, None)
             if refused.err_code != WRONG_LAST_SEQUENCE:
