@@ -29,7 +29,7 @@ import nats.errors
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 
-from baton.adapters.publication.pump import MSG_ID, Pump, encode
+from baton.adapters.publication.pump import BUSY_INTERVAL_S, MSG_ID, Pump, encode
 from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
 from baton.adapters.streamids import NATURAL, MessageIds
 from baton.domain import codec
@@ -126,7 +126,7 @@ class ProgressRelay(Pump):
     """
 
     name = "progress relay"
-    min_interval = 0.01
+    min_interval = BUSY_INTERVAL_S
     _task_topic = f"{Task.TOPIC}."
 
     def __init__(

@@ -45,6 +45,18 @@ def encode(body: Any) -> bytes:
     return codec.dumps_bytes(body, _json_default)
 
 
+#: The shortest time between the starts of two pumps of the relay and of the scheduler. A pump
+#: after a quiet spell starts at once (an idle service publishes a command's events as soon as
+#: it is woken); under a steady stream of commands, each pump takes what came in this long.
+#: Measured (``python -m bench cpu``, same session, A/B twice): the publisher's CPU per command
+#: at 1 / 16 / 100 in flight 1.74-1.92 / 0.46-0.52 / 0.33-0.37 ms with 10 and 5 ms, 0.58-0.83 /
+#: 0.27-0.38 / 0.28-0.32 ms with 50 ms; with it, commands/s at 1 in flight rose from 370-393 to
+#: 414-514, as the publisher no longer takes the CPU a reply's round trip needs. 100 ms gained
+#: nothing more. What it costs: a progress message or a trigger published up to 50 ms later
+#: while commands keep coming.
+BUSY_INTERVAL_S = 0.05
+
+
 class Pump:
     """The loop both publishers share: pump, then sleep until woken, due, or the poll interval;
     on a failure, back off (never skipping: the next pump retries the same messages)."""

@@ -23,7 +23,7 @@ import nats.js.errors
 from eventsourcing.persistence import IntegrityError
 
 from baton.adapters.publication.progress import HEADER_ROOM, max_payload_of
-from baton.adapters.publication.pump import MSG_ID, Pump, encode
+from baton.adapters.publication.pump import BUSY_INTERVAL_S, MSG_ID, Pump, encode
 from baton.adapters.publication.streams import StreamPolicy, ensure_streams, stream_names
 from baton.adapters.streamids import NATURAL, MessageIds
 
@@ -91,7 +91,7 @@ class TriggerScheduler(Pump):
     """Publishes each trigger when its ``fire_at`` comes to ``<prefix>.trigger.<session_id>``."""
 
     name = "trigger scheduler"
-    min_interval = 0.005
+    min_interval = BUSY_INTERVAL_S
     max_sleep: float = 0.25
     """The longest nap between two looks at the projections (triggers fire within 1 s)."""
 
