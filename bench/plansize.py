@@ -3,8 +3,8 @@
 One worker drives a *ladder* plan to the end (step i depends on steps i-1 and i-2, so exactly
 one step is ready at a time and each completion unblocks the next), timing from its first
 claim to its last completion; the per-step cost is that time over the number of steps.
-Creating the plan is outside the clock. Measured in the same run, rounds alternating so that
-noise hits every side alike:
+Creating the plan is outside the clock. Measured in the same run, sides and sizes alternating
+within each round so that noise hits every side and every size alike:
 
 - seed 004's in-memory ``TaskQueue`` (``bench/taskqueue.py``): ``get_next_ready_tasks`` +
   ``update_task(DONE)`` per step;
@@ -216,11 +216,17 @@ async def _measure(
         for n in sizes:
             for key, label in ROWS:
                 per_step[key][n] = Series(f"{label}, {n:,} steps", "ms/step")
-            begin = time.perf_counter()
-            for round_ in range(runs):
-                if round_ and time.perf_counter() - begin > BUDGET_S:
-                    note(f"{n:,} steps: {round_} round(s), stopped at the {BUDGET_S:.0f} s budget")
-                    break
+        # Sizes alternate within a round (100, 1,000, 100, 1,000, ...) as the sides do: the
+        # machine's load drifts over minutes, and all of one size's rounds before the other's
+        # put that drift into the 1,000/100 ratio (1.2-1.7 after the other benchmarks, 0.8-1.1
+        # alone, with the same CPU per step at both sizes; interleaved, 0.75-1.0 after them).
+        spent = dict.fromkeys(sizes, 0.0)
+        rounds = dict.fromkeys(sizes, 0)
+        for _ in range(runs):
+            for n in sizes:
+                if rounds[n] and spent[n] > BUDGET_S:
+                    continue
+                begin = time.perf_counter()
                 for key, driver in drivers.items():
                     if key in skip:
                         continue
@@ -231,6 +237,11 @@ async def _measure(
                             f"after {done:,} steps (per-step cost over those)"
                         )
                     per_step[key][n].add(1000.0 * elapsed / done)
+                spent[n] += time.perf_counter() - begin
+                rounds[n] += 1
+        for n in sizes:
+            if rounds[n] < runs:
+                note(f"{n:,} steps: {rounds[n]} round(s), stopped at the {BUDGET_S:.0f} s budget")
     finally:
         await client.close()
     return per_step
