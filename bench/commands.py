@@ -26,6 +26,10 @@ from typing import Any
 
 import nats
 
+from baton.adapters.config import event_store_env
+from baton.adapters.workspace import DirectoryWorkspace
+from baton.domain import commands as c
+from baton.domain.services import BatonApp
 from bench import baselines
 from bench.data import STEPS, plan, settings_for
 from bench.harness import (
@@ -44,6 +48,8 @@ from bench.harness import (
 from bench.stats import Series, goal, header, ms, note, percentile, ratio
 
 IN_FLIGHT = (1, 16, 100)
+#: nats-server's default ``max_payload``, which the service learns from the server it joins.
+NATS_MAX_PAYLOAD = 1024 * 1024
 #: Requests per run of the single-flight latency comparison.
 SINGLE = 200
 
@@ -72,6 +78,9 @@ class Latency:
     echo_p99: Series
     save_p50: Series
     """A raw durable write one at a time (``bench.baselines``), the store's share of the floor."""
+    inproc_p50: Series
+    """The same create through ``BatonApp.handle_batch`` in this process, no NATS: the domain
+    and the store's share of a create, apart from the service's loop and the hops."""
 
     @property
     def ratio(self) -> float:
@@ -94,11 +103,13 @@ async def _single_flight(client: Any, nc: Any, runs: int, quick: bool, floor: bo
         Series("echo round trip p50, one at a time", "ms"),
         Series("echo round trip p99, one at a time", "ms"),
         Series("raw durable save p50, one at a time", "ms"),
+        Series("task.create in process p50, one at a time", "ms"),
     )
     n = SINGLE // 2 if quick else SINGLE
     for _ in range(runs):
         if floor:
             latency.save_p50.add(ms(percentile(_raw_saves(n), 0.5)))
+            latency.inproc_p50.add(ms(percentile(_in_process_creates(n, the_plan), 0.5)))
         creates: list[float] = []
         for i in range(n):
             start = time.perf_counter()
@@ -130,6 +141,38 @@ def _raw_saves(n: int) -> list[float]:
             return times
         finally:
             app.close()
+
+
+def _in_process_creates(n: int, the_plan: dict[str, Any]) -> list[float]:
+    """Seconds of each of ``n`` creates of ``the_plan`` through ``BatonApp.handle_batch`` (one
+    command, with an id, per group commit) on a fresh SQLite store in the benchmarks'
+    directory, set up as ``baton serve`` sets it up (a workspace directory per task, replies
+    and events bounded by NATS's default 1 MB): what the service's writer thread does for a
+    create."""
+    with tempfile.TemporaryDirectory(prefix="bench-inproc-") as tmp:
+        settings = settings_for(Path(tmp))
+        workspace = DirectoryWorkspace(settings.workspaces, settings.keep_workspaces)
+        app = BatonApp(event_store_env(settings), workspace=workspace)
+        app.max_message_bytes = NATS_MAX_PAYLOAD
+        try:
+
+            def create(i: int) -> None:
+                command = c.CreateTask.model_validate(
+                    {"task_name": f"single-{i}", "task_instruction": "bench", "plan": the_plan}
+                )
+                app.handle_batch([(command, f"bench-inproc-{i}")])
+
+            for i in range(10):  # imports, the file's first pages: outside the clock
+                create(-1 - i)
+            times: list[float] = []
+            for i in range(n):
+                start = time.perf_counter()
+                create(i)
+                times.append(time.perf_counter() - start)
+            return times
+        finally:
+            app.close()
+            workspace.close()
 
 
 def plans_for(in_flight: int, quick: bool) -> int:
@@ -236,6 +279,7 @@ def report(levels: list[Level], store: str, latency: Latency | None = None) -> N
             latency.echo_p50,
             latency.echo_p99,
             latency.save_p50,
+            latency.inproc_p50,
         ):
             print(series.line())
         ratio(f"task.create p50 / echo p50, one at a time ({store})", *_p50s(latency))
@@ -252,6 +296,14 @@ def report(levels: list[Level], store: str, latency: Latency | None = None) -> N
             f"{latency.save_p50.median:.2f}; the 3x goal allows"
             f" {3 * latency.echo_p50.median:.2f} ms"
             f", Baton's own share of the create is {latency.create_p50.median - floor:.2f} ms"
+        )
+        inproc = latency.inproc_p50.median
+        rest = latency.create_p50.median - inproc - latency.echo_p50.median
+        note(
+            f"of the create's {latency.create_p50.median:.2f} ms, the domain and the store take"
+            f" {inproc:.2f} in process (durable save included) and the echo's round trip"
+            f" {latency.echo_p50.median:.2f}; the service's loop, its hops and the publisher's"
+            f" contention the other {rest:.2f}"
         )
 
 
