@@ -281,7 +281,8 @@ def report(levels: list[Level], store: str, latency: Latency | None = None) -> N
             latency.save_p50,
             latency.inproc_p50,
         ):
-            print(series.line())
+            if series.values:  # the raw save and in-process create are SQLite's only
+                print(series.line())
         ratio(f"task.create p50 / echo p50, one at a time ({store})", *_p50s(latency))
         if not latency.save_p50.values:  # the raw save is SQLite's: no floor for PostgreSQL
             return
