@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import nats
 
 from baton.adapters.config import event_store_env
+from baton.adapters.publication.progress import DEFAULT_MAX_PAYLOAD
 from baton.adapters.workspace import DirectoryWorkspace
 from baton.domain import commands as c
 from baton.domain.services import BatonApp
@@ -48,8 +50,6 @@ from bench.harness import (
 from bench.stats import Series, goal, header, ms, note, percentile, ratio
 
 IN_FLIGHT = (1, 16, 100)
-#: nats-server's default ``max_payload``, which the service learns from the server it joins.
-NATS_MAX_PAYLOAD = 1024 * 1024
 #: Requests per run of the single-flight latency comparison.
 SINGLE = 200
 
@@ -125,20 +125,26 @@ async def _single_flight(client: Any, nc: Any, runs: int, quick: bool, floor: bo
     return latency
 
 
+def _each_timed(n: int, call: Callable[[int], object], warm_up: int = 10) -> list[float]:
+    """Seconds of each of ``call(0)`` ... ``call(n - 1)``, after ``warm_up`` calls outside the
+    clock (imports, a store file's first pages)."""
+    for i in range(warm_up):
+        call(-1 - i)
+    times: list[float] = []
+    for i in range(n):
+        start = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def _raw_saves(n: int) -> list[float]:
     """Seconds of each of ``n`` raw saves (one event, one SQLite transaction each) on a fresh
     store in the benchmarks' directory."""
     with tempfile.TemporaryDirectory(prefix="bench-raw-") as tmp:
         app = baselines.sqlite_app(Path(tmp))
         try:
-            for i in range(10):  # the file's first pages, outside the clock
-                app.save(baselines.Dot(i))
-            times: list[float] = []
-            for i in range(n):
-                start = time.perf_counter()
-                app.save(baselines.Dot(i))
-                times.append(time.perf_counter() - start)
-            return times
+            return _each_timed(n, lambda i: app.save(baselines.Dot(i)))
         finally:
             app.close()
 
@@ -153,7 +159,7 @@ def _in_process_creates(n: int, the_plan: dict[str, Any]) -> list[float]:
         settings = settings_for(Path(tmp))
         workspace = DirectoryWorkspace(settings.workspaces, settings.keep_workspaces)
         app = BatonApp(event_store_env(settings), workspace=workspace)
-        app.max_message_bytes = NATS_MAX_PAYLOAD
+        app.max_message_bytes = DEFAULT_MAX_PAYLOAD
         try:
 
             def create(i: int) -> None:
@@ -162,14 +168,7 @@ def _in_process_creates(n: int, the_plan: dict[str, Any]) -> list[float]:
                 )
                 app.handle_batch([(command, f"bench-inproc-{i}")])
 
-            for i in range(10):  # imports, the file's first pages: outside the clock
-                create(-1 - i)
-            times: list[float] = []
-            for i in range(n):
-                start = time.perf_counter()
-                create(i)
-                times.append(time.perf_counter() - start)
-            return times
+            return _each_timed(n, create)
         finally:
             app.close()
             workspace.close()
