@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteRecorder
 
@@ -70,6 +70,27 @@ def _insert_rows(table: str, rows: int) -> str:
     return f"INSERT INTO {table} VALUES " + ",".join(["(?,?,?,?)"] * rows)
 
 
+@lru_cache(maxsize=4096)
+def _uuid(hex_id: str) -> UUID:
+    """The UUID of an aggregate id as stored (hex); the same aggregate's events come in runs,
+    and a UUID is immutable, so one object serves them all."""
+    return UUID(hex_id)
+
+
+def _notification(rowid: int, originator_id: UUID, version: int, topic: str, state: bytes) -> Any:
+    """A ``Notification`` with these fields, without the frozen dataclass's ``__init__`` (five
+    ``object.__setattr__`` calls): the relay and the views each build one per event read."""
+    notification = object.__new__(Notification)
+    vars(notification).update(
+        originator_id=originator_id,
+        originator_version=version,
+        topic=topic,
+        state=state,
+        id=rowid,
+    )
+    return notification
+
+
 class SQLiteLog(SQLiteApplicationRecorder):
     """The application recorder ``event_store_env`` configures on SQLite: the library's, except
     that a transaction's events go in multi-row INSERTs of ``ROWS_PER_INSERT`` rows.
@@ -102,3 +123,38 @@ class SQLiteLog(SQLiteApplicationRecorder):
             last = int(c.lastrowid)
             positions.extend(range(last - len(chunk) + 1, last + 1))
         return positions
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's query for the relay's and the views' reads (from a position, up to a
+        limit), with the same rows built for less: a row read by position rather than by name,
+        an aggregate's UUID parsed once for its run of events, and the ``Notification`` filled
+        in directly (~3.5 us a row before, read twice per event, by the relay and the views).
+        Other shapes of the query take the library's way."""
+        if (
+            start is None
+            or stop is not None
+            or topics
+            or self.datastore.originator_id_type != "uuid"
+        ):
+            return super().select_notifications(
+                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            )
+        statement = (
+            "SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {self.events_table_name} WHERE rowid{'>=' if inclusive_of_start else '>'}? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, (start, limit))
+            rows = c.fetchall()
+        uuid = _uuid
+        make = _notification
+        return [make(r[0], uuid(r[1]), r[2], r[3], r[4]) for r in rows]

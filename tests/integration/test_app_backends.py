@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from baton.adapters.config import Settings, event_store_env
+from baton.adapters.persistence import SQLiteLog, delete_command_records
 from baton.domain import commands as c
 from baton.domain.errors import NotFound
+from baton.domain.model import Task
 from baton.domain.services import BatonApp
 from baton.domain.session import Session
 
@@ -291,5 +294,43 @@ def test_the_positions_a_write_reports_are_the_ones_it_is_read_back_at(
         assert list(positions or []) == [
             at[(s.originator_id, s.originator_version)] for s in stored
         ]
+    finally:
+        app.close()
+
+
+def test_the_sqlite_log_reads_notifications_as_the_library_does(tmp_path: Path) -> None:
+    """The SQLite recorder's own read of the log (from a position, up to a limit) gives the
+    library's notifications exactly, with gaps where command records were pruned, from any
+    position, inclusive or not, and the library's answer for the shapes it does not take."""
+    app = BatonApp(event_store_env(Settings(data_dir=tmp_path / "data")))
+    try:
+        recorder = app.recorder
+        assert isinstance(recorder, SQLiteLog)
+        plan = {"steps": [{"step_name": f"s{i}"} for i in range(3)]}
+        for i in range(30):
+            view = app.handle(c.CreateTask(task_name=f"t{i}", plan=plan), command_id=f"c-{i}")
+            app.handle(c.StartTask(task_id=view["task_id"]), command_id=f"s-{i}")
+        last = recorder.max_notification_id() or 0
+        assert delete_command_records(recorder, last // 2) > 0  # gaps in the first half
+
+        def library(*args: Any, **kwargs: Any) -> Any:
+            return SQLiteApplicationRecorder.select_notifications(recorder, *args, **kwargs)
+
+        for start in (0, 1, 7, last // 2, last - 3, last, last + 5):
+            for limit in (1, 10, 1000):
+                for inclusive in (True, False):
+                    ours = recorder.select_notifications(start, limit, inclusive_of_start=inclusive)
+                    theirs = library(start, limit, inclusive_of_start=inclusive)
+                    assert ours == theirs
+                    assert [type(n) for n in ours] == [type(n) for n in theirs]
+                    assert [hash(n.originator_id) for n in ours] == [
+                        hash(n.originator_id) for n in theirs
+                    ]
+        topics = [Task.TOPIC + ".Created"]
+        assert recorder.select_notifications(0, 100, topics=topics) == library(
+            0, 100, topics=topics
+        )
+        assert recorder.select_notifications(0, 100, stop=20) == library(0, 100, stop=20)
+        assert recorder.select_notifications(None, 5) == library(None, 5)
     finally:
         app.close()
