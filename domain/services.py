@@ -66,6 +66,19 @@ _RECORD_TOPIC = get_topic(CommandRecord.Created)
 _RECORD_AGGREGATE_TOPIC = get_topic(CommandRecord)
 
 
+def _prestored(prestored: dict[int, StoredEvent], event: Any) -> StoredEvent | None:
+    """The stored form of ``event`` made by the size checks, if it is that event's (same
+    aggregate, same version)."""
+    record = prestored.get(id(event))
+    if (
+        record is None
+        or record.originator_version != event.originator_version
+        or record.originator_id != event.originator_id
+    ):
+        return None
+    return record
+
+
 class Workspace(Protocol):
     """Per-task working directories (an adapter provides the real one)."""
 
@@ -274,7 +287,7 @@ class BatonApp(Application[UUID]):
         events = processing_event.events
         to_stored = self.mapper.to_stored_event
         if prestored:
-            stored = [prestored.get(id(event)) or to_stored(event) for event in events]
+            stored = [_prestored(prestored, event) or to_stored(event) for event in events]
         else:
             stored = [to_stored(event) for event in events]
         stored.extend(records)
