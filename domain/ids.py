@@ -42,6 +42,9 @@ class _RandomPool:
             return self._buffer[at : at + nbytes].hex()
 
     def reset(self) -> None:
+        """An empty pool, and a new lock (a thread of the parent may have held the old one at
+        the fork; in the child it would never be released)."""
+        self._lock = Lock()
         self._buffer, self._at = b"", 0
 
 

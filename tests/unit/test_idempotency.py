@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,28 @@ def test_a_reply_that_is_not_plain_json_is_recorded_the_library_s_way(app: Baton
     stored = app._stored_record("cid-2", "CreateTask", reply, encoded)
     record = app.mapper.to_domain_event(stored).mutate(None)
     assert isinstance(record, CommandRecord) and record.reply == reply
+
+
+def test_an_event_is_measured_from_its_stored_form_as_from_its_fields(app: BatonApp) -> None:
+    """The 413 check measures each event from the stored form it keeps for the save: the same
+    number of bytes as the event's fields written as JSON, for every kind of event, at
+    versions of one, two and three digits."""
+    plan = {"steps": [{"step_name": f"s{i}"} for i in range(60)]}
+    view = create(app, plan)
+    task_id = view["task_id"]
+    app.handle(c.ClaimStep(task_id=task_id, worker="w", lease_s=30))
+    app.handle(c.AddContext(task_id=task_id, key="k", value={"a": [1, "é", None]}))
+    current = next(s for s in app.task_view(task_id)["steps"] if s["status"] == "current")
+    app.handle(c.FailStep(task_id=task_id, step_id=current["step_id"], message="bad"))
+    app.handle(c.RetryStep(task_id=task_id, step_id=current["step_id"], message="again"))
+    for _ in range(55):
+        app.handle(c.NextStep(task_id=task_id))
+    app.handle(c.ReplanTask(task_id=task_id, plan={"steps": [{"step_name": "n1"}]}))
+    app.handle(c.CancelTask(task_id=task_id, reason="enough"))
+    events = [app.mapper.to_domain_event(n) for n in app.recorder.select_notifications(0, 10_000)]
+    assert max(e.originator_version for e in events) >= 100
+    assert len({type(e) for e in events}) >= 10
+    for event in events:
+        kept: dict[int, Any] = {}
+        assert app._event_size(event, kept) == len(dumps_bytes(vars(event), default=str))
+        assert kept[id(event)] == app.mapper.to_stored_event(event)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import signal
+import threading
 from uuid import NAMESPACE_URL, RFC_4122, uuid5
 
 import pytest
@@ -99,12 +101,25 @@ def test_random_ids_are_hex_of_the_asked_length_and_never_repeat():
 def test_a_forked_process_draws_other_random_ids_than_its_parent():
     ids.random_hex(8)  # the pool holds bytes the child must not hand out again
     reader, writer = os.pipe()
+    held, release = threading.Event(), threading.Event()
+
+    def drawing() -> None:  # another thread, in the middle of drawing an id at the fork
+        with ids._RANDOM._lock:
+            held.set()
+            release.wait(5)
+
+    other = threading.Thread(target=drawing)
+    other.start()
+    held.wait(5)
     pid = os.fork()
-    if pid == 0:  # the child: its next ids, to the parent
+    if pid == 0:  # the child: its next ids, to the parent (or nothing, if it hangs)
         os.close(reader)
+        signal.alarm(5)
         os.write(writer, " ".join(ids.random_hex(8) for _ in range(16)).encode())
         os._exit(0)
     os.close(writer)
+    release.set()
+    other.join()
     with os.fdopen(reader) as pipe:
         theirs = set(pipe.read().split())
     os.waitpid(pid, 0)
