@@ -77,7 +77,9 @@ def _uuid(hex_id: str) -> UUID:
     return UUID(hex_id)
 
 
-def _notification(rowid: int, originator_id: UUID, version: int, topic: str, state: bytes) -> Any:
+def _notification(
+    rowid: int, originator_id: UUID, version: int, topic: str, state: bytes
+) -> Notification:
     """A ``Notification`` with these fields, without the frozen dataclass's ``__init__`` (five
     ``object.__setattr__`` calls): the relay and the views each build one per event read."""
     notification = object.__new__(Notification)
@@ -155,6 +157,4 @@ class SQLiteLog(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, (start, limit))
             rows = c.fetchall()
-        uuid = _uuid
-        make = _notification
-        return [make(r[0], uuid(r[1]), r[2], r[3], r[4]) for r in rows]
+        return [_notification(r[0], _uuid(r[1]), r[2], r[3], r[4]) for r in rows]

@@ -286,10 +286,8 @@ class BatonApp(Application[UUID]):
             return super()._record(processing_event)
         events = processing_event.events
         to_stored = self.mapper.to_stored_event
-        if prestored:
-            stored = [_prestored(prestored, event) or to_stored(event) for event in events]
-        else:
-            stored = [to_stored(event) for event in events]
+        kept = prestored or {}
+        stored = [_prestored(kept, event) or to_stored(event) for event in events]
         stored.extend(records)
         positions = self.recorder.insert_events(stored)
         saved: list[Recording[UUID]] = []
