@@ -16,16 +16,13 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import nats
 import nats.errors
-import psycopg
-from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 
 from baton.adapters import logs
@@ -94,29 +91,11 @@ def connect_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-T = TypeVar("T")
-
-
-def _creating_tables(make: Callable[[], T], attempts: int = 5) -> T:
-    """Runs ``make``, which creates tables if missing; retried because instances starting
-    together on an empty PostgreSQL database race in CREATE TABLE IF NOT EXISTS (the loser
-    gets a unique violation on the catalogue), and the next attempt finds the tables."""
-    for attempt in range(attempts):
-        try:
-            return make()
-        except (PersistenceError, psycopg.Error) as error:
-            if attempt == attempts - 1:
-                raise
-            log.warning("creating tables met a concurrent creator (%s); retrying", error)
-            time.sleep(0.1 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def open_store(settings: Settings) -> tuple[BatonApp, Projections]:
     """The event store and the read side ``settings`` name, without NATS: for the admin commands
     (``baton projections status|rebuild``), which run locally on the store."""
-    app = _creating_tables(lambda: BatonApp(event_store_env(settings)))
-    return app, _creating_tables(lambda: make_projections(app))
+    app = BatonApp(event_store_env(settings))
+    return app, make_projections(app)
 
 
 def _warn_about_trust(settings: Settings, publisher: Settings | None) -> None:
@@ -226,11 +205,11 @@ class Baton:
         where = _redact(settings.postgres_url) if settings.postgres_url else env["SQLITE_DBNAME"]
         log.info("using store %s", where)
         workspace = DirectoryWorkspace(settings.workspaces, settings.keep_workspaces)
+        # On PostgreSQL, instances starting together create the schema in turn (a lock).
         self.app = app = await self._in_thread(
-            _creating_tables,
-            lambda: BatonApp(env, workspace=workspace, default_lease_s=settings.claim_lease_s),
+            lambda: BatonApp(env, workspace=workspace, default_lease_s=settings.claim_lease_s)
         )
-        self.projections = await self._in_thread(_creating_tables, lambda: make_projections(app))
+        self.projections = await self._in_thread(make_projections, app)
         app.ready_work = self.projections
         caught = await self._in_thread(self.projections.catch_up)
         log.info("projections caught up (%d events applied)", caught)
@@ -264,9 +243,7 @@ class Baton:
             await self.publisher_process.start()
             wakes = (self.publisher_process.wake,)
         else:
-            secret = await self._in_thread(
-                _creating_tables, lambda: deployment_secret(app.recorder)
-            )
+            secret = await self._in_thread(deployment_secret, app.recorder)
             self.publication = Publication(app, self.projections, js, settings, MessageIds(secret))
             self.publication.start()
             wakes = (self.publication.relay.wake, self.publication.scheduler.wake)

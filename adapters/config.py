@@ -302,7 +302,8 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing environment for the application's event store."""
     if settings.postgres_url:
         env = {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # eventsourcing.postgres, creating its tables under a lock (adapters/persistence.py).
+            "PERSISTENCE_MODULE": "baton.adapters.persistence:PostgresStore",
             "POSTGRES_CONNECT_TIMEOUT": "1",
             "POSTGRES_POOL_SIZE": "5",
             "POSTGRES_MAX_OVERFLOW": "10",

@@ -20,11 +20,18 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification, StoredEvent
-from eventsourcing.postgres import PostgresRecorder
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    Notification,
+    ProcessRecorder,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresFactory, PostgresRecorder, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteRecorder
 
 from baton.domain.session import CommandRecord
+from baton.projections.store import postgres_ddl_lock
 
 _TOPIC = CommandRecord.Created.TOPIC
 
@@ -91,6 +98,31 @@ def _notification(
         id=rowid,
     )
     return notification
+
+
+class PostgresStore(PostgresFactory):
+    """The persistence ``event_store_env`` configures on PostgreSQL: the library's, creating
+    each recorder's tables (events, snapshots, tracking, their composite types and function)
+    under Baton's schema lock (``postgres_ddl_lock``), so instances and publisher processes
+    that start together on an empty database do not race in the catalogue."""
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        with postgres_ddl_lock(self.datastore):
+            return super().aggregate_recorder(purpose)
+
+    def application_recorder(self) -> ApplicationRecorder:
+        with postgres_ddl_lock(self.datastore):
+            return super().application_recorder()
+
+    def tracking_recorder(  # type: ignore[override]
+        self, tracking_recorder_class: type[PostgresTrackingRecorder] | None = None
+    ) -> PostgresTrackingRecorder:
+        with postgres_ddl_lock(self.datastore):
+            return super().tracking_recorder(tracking_recorder_class)
+
+    def process_recorder(self) -> ProcessRecorder:
+        with postgres_ddl_lock(self.datastore):
+            return super().process_recorder()
 
 
 class SQLiteLog(SQLiteApplicationRecorder):

@@ -16,17 +16,18 @@ published from then on, as the relay's position would be lost with it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
 import threading
-import time
 import weakref
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError
 from eventsourcing.postgres import PostgresRecorder
 from eventsourcing.sqlite import SQLiteRecorder
+
+from baton.projections.store import postgres_ddl_lock
 
 SECRET_TABLE = "baton_stream_secret"
 
@@ -60,40 +61,33 @@ _memory_lock = threading.Lock()
 
 def deployment_secret(recorder: Any) -> bytes:
     """The deployment's secret, kept in the database of ``recorder`` (an eventsourcing
-    application recorder); made on first use. Safe when several instances start at once (the
-    first insert wins, every instance reads the row back). An in-memory store keeps it for
-    the life of the recorder."""
+    application recorder); made on first use. Safe when several instances start at once (on
+    PostgreSQL under the schema lock; the first insert wins, every instance reads the row
+    back). An in-memory store keeps it for the life of the recorder."""
     datastore: Any
     if isinstance(recorder, PostgresRecorder):
         datastore = recorder.datastore
         table, mark = f'"{datastore.schema}".{SECRET_TABLE}', "%s"
+        # Instances creating the table at once would race in the catalogue: the schema lock.
+        guard: contextlib.AbstractContextManager[None] = postgres_ddl_lock(datastore)
     elif isinstance(recorder, SQLiteRecorder):
         datastore = recorder.datastore
         table, mark = SECRET_TABLE, "?"
+        guard = contextlib.nullcontext()
     else:
         with _memory_lock:
             return _memory.setdefault(recorder, secrets.token_bytes(32))
-    for attempt in range(5):
-        try:
-            with datastore.transaction(commit=True) as cursor:
-                cursor.execute(
-                    f"CREATE TABLE IF NOT EXISTS {table} "
-                    "(id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
-                )
-                cursor.execute(
-                    f"INSERT INTO {table} (id, secret) VALUES (1, {mark}) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (secrets.token_hex(32),),
-                )
-                cursor.execute(f"SELECT secret FROM {table} WHERE id = 1")
-                row: Any = cursor.fetchone()
-            break
-        except IntegrityError:
-            # PostgreSQL: instances creating the table at once race in the catalogue; the
-            # loser's next attempt finds the table (and the winner's secret).
-            if attempt == 4:
-                raise
-            time.sleep(0.05 * (attempt + 1))
+    with guard, datastore.transaction(commit=True) as cursor:
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
+        )
+        # The first insert wins; every instance reads the row back.
+        cursor.execute(
+            f"INSERT INTO {table} (id, secret) VALUES (1, {mark}) ON CONFLICT (id) DO NOTHING",
+            (secrets.token_hex(32),),
+        )
+        cursor.execute(f"SELECT secret FROM {table} WHERE id = 1")
+        row: Any = cursor.fetchone()
     value = row["secret"] if hasattr(row, "keys") else row[0]
     return bytes.fromhex(str(value))
 

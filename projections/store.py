@@ -127,6 +127,35 @@ _DDL = [
 _SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
+#: The key of PostgreSQL's advisory lock that serialises Baton's schema changes in a database
+#: (advisory locks are per database): "batonddl" as a positive bigint.
+DDL_LOCK_KEY = int.from_bytes(b"batonddl", "big") >> 1
+
+
+@contextmanager
+def postgres_ddl_lock(datastore: Any) -> Iterator[None]:
+    """Holds the advisory lock for Baton's schema changes while creating what is missing, on
+    a connection of ``datastore`` (eventsourcing's PostgreSQL datastore) of its own.
+
+    ``CREATE ... IF NOT EXISTS``, ``CREATE TYPE`` and ``CREATE OR REPLACE FUNCTION`` are not safe
+    run at once: of two instances starting together, one met "duplicate key value violates
+    unique constraint pg_type_typname_nsp_index" or "tuple concurrently updated" and died, or
+    its publisher process did. Under the lock each finds the other's tables. Held by one DDL
+    step at a time per process: a nested step would wait for itself on another connection."""
+    with datastore.get_connection() as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            try:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+            except Exception:
+                # A session that could not unlock must not go back to the pool holding the
+                # lock: closing it ends the session, which releases it.
+                connection.close()
+                raise
+
+
 class ViewStore(ABC):
     """The views' tables, transactions and tracking recorder on one backend."""
 
@@ -286,6 +315,10 @@ class PostgresViewStore(ViewStore):
 
     def _placeholders(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def create_tables(self) -> None:
+        with postgres_ddl_lock(self.datastore):
+            super().create_tables()
 
     def _meta_exists(self, cursor: Any) -> bool:
         cursor.execute("SELECT to_regclass(%s) AS found", (self.names["meta"],))
