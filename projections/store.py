@@ -21,7 +21,13 @@ from typing import Any, ClassVar
 
 from eventsourcing.persistence import ApplicationRecorder, Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresRecorder
-from eventsourcing.sqlite import SQLiteDatastore, SQLiteRecorder, SQLiteTrackingRecorder
+from eventsourcing.sqlite import (
+    SQLiteCursor,
+    SQLiteDatastore,
+    SQLiteRecorder,
+    SQLiteTrackingRecorder,
+    SQLiteTransaction,
+)
 
 #: View tables (their names on PostgreSQL too; in the views file on SQLite).
 TABLES: dict[str, str] = {
@@ -257,6 +263,15 @@ def _without_sync_per_commit(datastore: SQLiteDatastore) -> None:
     pool._create_connection = create_relaxed  # type: ignore[method-assign]
 
 
+class _Immediate(SQLiteTransaction):
+    """eventsourcing's SQLite transaction (errors mapped to its own), begun ``IMMEDIATE``."""
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        return cursor
+
+
 class SQLiteViewStore(ViewStore):
     """The views in their own SQLite file (WAL), with eventsourcing's SQLite datastore."""
 
@@ -276,7 +291,14 @@ class SQLiteViewStore(ViewStore):
 
     @contextmanager
     def write(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=True) as cursor:
+        """A transaction holding SQLite's write lock from its start (``BEGIN IMMEDIATE``,
+        waiting up to the lock timeout while another connection writes), so what it reads
+        before writing cannot be stale. A deferred one that read first was refused at once,
+        without waiting, when another connection committed in between ("database is locked",
+        SQLITE_BUSY_SNAPSHOT): a publisher process creating its tables while its service
+        caught the views up died of it."""
+        connection = self.datastore.get_connection(commit=True)
+        with connection as conn, _Immediate(conn, commit=True) as cursor, cursor:
             yield cursor
 
     def _meta_exists(self, cursor: Any) -> bool:
@@ -286,9 +308,7 @@ class SQLiteViewStore(ViewStore):
         return cursor.fetchone() is not None
 
     def lock_meta(self, cursor: Any) -> None:
-        # A write as the first statement: the transaction takes SQLite's write lock at once
-        # (waiting on a busy file), so what it reads next cannot be stale.
-        cursor.execute(self.sql("UPDATE {meta} SET generation = generation WHERE id = 1"))
+        """Nothing to do: ``write`` holds the write lock already."""
 
     def close(self) -> None:
         self.datastore.close()

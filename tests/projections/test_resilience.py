@@ -200,3 +200,47 @@ def test_the_event_store_syncs_every_commit_and_the_views_file_does_not(tmp_path
     finally:
         views.close()
         app.close()
+
+
+def test_a_views_store_opening_while_another_connection_commits_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """A publisher process starts (creating what is missing: it reads the layout, then writes)
+    while the service commits to the same views file: the start waits for the other commit
+    rather than failing at once with "database is locked", and so does the other writer."""
+    from baton.projections.store import SQLiteViewStore
+
+    path = str(tmp_path / "views.sqlite")
+    first = SQLiteViewStore(path)
+    first.create_tables()
+    rival = SQLiteViewStore(path)
+    rival_done = threading.Event()
+    rival_failed: list[BaseException] = []
+
+    def rival_commits() -> None:
+        try:
+            with rival.write() as cursor:
+                cursor.execute(
+                    rival.sql("INSERT INTO {published} (trigger_id, published_at) VALUES (?, ?)"),
+                    ("a-trigger", 0.0),
+                )
+        except BaseException as error:
+            rival_failed.append(error)
+        finally:
+            rival_done.set()
+
+    class Opening(SQLiteViewStore):
+        def _stored_schema_version(self, cursor: Any) -> int | None:
+            version = super()._stored_schema_version(cursor)  # this transaction has read
+            threading.Thread(target=rival_commits).start()
+            rival_done.wait(0.5)  # a rival that commits now would make the write below stale
+            return version
+
+    opening = Opening(path)
+    try:
+        opening.create_tables()
+        assert rival_done.wait(10), "the rival writer never finished"
+        assert rival_failed == []
+    finally:
+        for store in (first, rival, opening):
+            store.close()
