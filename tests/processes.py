@@ -29,6 +29,13 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def around_traceback(log: str, limit: int = 8000) -> str:
+    """The part of ``log`` from a little before its first traceback: what a failed "no
+    traceback" assertion should show (pytest's diff of a long log shows neither)."""
+    at = log.find("Traceback")
+    return log if at < 0 else log[max(0, at - 1000) :][:limit]
+
+
 class ServiceProcess:
     """``python -m baton.adapters`` configured by BATON_* variables; its log goes to a file per
     start."""

@@ -20,6 +20,7 @@ from tests.integration.nats_support import new_prefix
 from tests.plans import seq
 from tests.processes import (
     ServiceProcess,
+    around_traceback,
     children_of,
     process_alive,
     stream_messages,
@@ -71,7 +72,7 @@ async def test_a_task_runs_to_completion_and_sigterm_stops_the_service_cleanly(
     log = baton_process.log()
     assert "listening on" in log and "using store" in log
     assert "received SIGTERM" in log and "baton: stopped" in log
-    assert "Traceback" not in log
+    assert "Traceback" not in log, around_traceback(log)
 
 
 async def test_an_embedded_nats_server_starts_when_none_answers(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from tests.faults.support import (
     emit,
     new_prefix,
 )
+from tests.processes import around_traceback
 
 RESTARTS = 2
 DOWNTIME_S = 1.5
@@ -67,7 +68,8 @@ async def test_a_nats_restart_mid_load_loses_nothing(
             assert service.alive, "the service died with its NATS server"
             assert "NATS: reconnected" in service.log()
             assert await asyncio.to_thread(service.terminate) == 0
-            assert "Traceback" not in service.log()
+            log = service.log()
+            assert "Traceback" not in log, around_traceback(log)
             await asyncio.to_thread(check_views_equal_a_rebuild, service.settings())
         finally:
             service.kill()

@@ -21,7 +21,7 @@ import pytest
 
 from baton.adapters.client import BatonClient
 from tests.faults.support import SOAK, ServiceProcess, emit, new_prefix, retrying
-from tests.processes import ROOT
+from tests.processes import ROOT, around_traceback
 
 TASKS = 30 if SOAK else 6
 WORKERS = 4
@@ -237,7 +237,8 @@ async def test_killed_workers_and_a_killed_service_complete_every_step_exactly_o
             totals["StepClaimed"]
             == totals["StepCompleted"] + totals["ClaimExpired"] + (totals["StepAttemptFailed"])
         ), totals
-        assert "Traceback" not in workers.logs()
+        logs = workers.logs()
+        assert "Traceback" not in logs, around_traceback(logs)
         emit(
             capsys,
             f"workers: {len(task_ids)} tasks x {len(PLAN['steps'])} steps, {WORKERS} workers x "

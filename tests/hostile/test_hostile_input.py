@@ -24,6 +24,7 @@ from baton.domain.errors import BatonError
 from baton.domain.limits import MAX_REQUEST_BYTES
 from tests.faults.support import ServiceProcess, emit, new_prefix
 from tests.hostile.support import LiveService
+from tests.processes import around_traceback
 
 SUBJECTS = sorted([*COMMANDS, *QUERIES])
 MODELS = {**COMMANDS, **QUERIES}
@@ -249,7 +250,8 @@ def test_every_hostile_request_gets_a_4xx_and_appends_nothing(
     for name, view in target.tasks.items():
         now = target.loop.run(target.client.task(task_id=view["task_id"]))
         assert now["version"] == view["version"], name
-    assert "Traceback" not in target.service.log()
+    log = target.service.log()
+    assert "Traceback" not in log, around_traceback(log)
     tried = sum(target.tried.values())
     assert tried >= EXAMPLES // 2
     assert {"400", "404", "409", "413"} <= set(target.tried), target.tried
