@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
@@ -31,7 +32,7 @@ from eventsourcing.postgres import PostgresFactory, PostgresRecorder, PostgresTr
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteRecorder
 
 from baton.domain.session import CommandRecord
-from baton.projections.store import postgres_ddl_lock
+from baton.projections.store import postgres_ddl_lock, sqlite_write
 
 _TOPIC = CommandRecord.Created.TOPIC
 
@@ -58,7 +59,10 @@ def delete_command_records(recorder: Any, up_to: int) -> int:
         )
     else:  # the in-memory store (tests): nothing stored to prune
         return 0
-    with datastore.transaction(commit=True) as cursor:
+    # On SQLite the write lock comes first: the count is then not stale by the delete (another
+    # connection's commit in between would make SQLite refuse the delete at once).
+    transaction = sqlite_write(datastore) if isinstance(recorder, SQLiteRecorder) else None
+    with transaction or datastore.transaction(commit=True) as cursor:
         cursor.execute(f"SELECT COUNT(*) AS n {where}", (_TOPIC, up_to))
         count = int(dict(cursor.fetchone())["n"])
         if count:
@@ -107,22 +111,28 @@ class PostgresStore(PostgresFactory):
     that start together on an empty database do not race in the catalogue."""
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
-        with postgres_ddl_lock(self.datastore):
+        with self._creating():
             return super().aggregate_recorder(purpose)
 
     def application_recorder(self) -> ApplicationRecorder:
-        with postgres_ddl_lock(self.datastore):
+        with self._creating():
             return super().application_recorder()
 
     def tracking_recorder(  # type: ignore[override]
         self, tracking_recorder_class: type[PostgresTrackingRecorder] | None = None
     ) -> PostgresTrackingRecorder:
-        with postgres_ddl_lock(self.datastore):
+        with self._creating():
             return super().tracking_recorder(tracking_recorder_class)
 
     def process_recorder(self) -> ProcessRecorder:
-        with postgres_ddl_lock(self.datastore):
+        with self._creating():
             return super().process_recorder()
+
+    def _creating(self) -> AbstractContextManager[None]:
+        """The schema lock, when the recorders create their tables (``CREATE_TABLE``)."""
+        if not self.env_create_table():
+            return nullcontext()
+        return postgres_ddl_lock(self.datastore)
 
 
 class SQLiteLog(SQLiteApplicationRecorder):

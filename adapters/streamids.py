@@ -22,12 +22,13 @@ import hmac
 import secrets
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from eventsourcing.postgres import PostgresRecorder
 from eventsourcing.sqlite import SQLiteRecorder
 
-from baton.projections.store import postgres_ddl_lock
+from baton.projections.store import postgres_ddl_lock, sqlite_write
 
 SECRET_TABLE = "baton_stream_secret"
 
@@ -59,25 +60,32 @@ _memory: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 _memory_lock = threading.Lock()
 
 
+@contextlib.contextmanager
+def _locked(datastore: Any) -> Iterator[Any]:
+    with postgres_ddl_lock(datastore), datastore.transaction(commit=True) as cursor:
+        yield cursor
+
+
 def deployment_secret(recorder: Any) -> bytes:
     """The deployment's secret, kept in the database of ``recorder`` (an eventsourcing
     application recorder); made on first use. Safe when several instances start at once (on
     PostgreSQL under the schema lock; the first insert wins, every instance reads the row
     back). An in-memory store keeps it for the life of the recorder."""
-    datastore: Any
+    transaction: contextlib.AbstractContextManager[Any]
     if isinstance(recorder, PostgresRecorder):
         datastore = recorder.datastore
         table, mark = f'"{datastore.schema}".{SECRET_TABLE}', "%s"
         # Instances creating the table at once would race in the catalogue: the schema lock.
-        guard: contextlib.AbstractContextManager[None] = postgres_ddl_lock(datastore)
+        transaction = _locked(datastore)
     elif isinstance(recorder, SQLiteRecorder):
-        datastore = recorder.datastore
         table, mark = SECRET_TABLE, "?"
-        guard = contextlib.nullcontext()
+        # The write lock first: the service commits to this file meanwhile, and a deferred
+        # transaction that looked at the schema could not write after such a commit.
+        transaction = sqlite_write(recorder.datastore)
     else:
         with _memory_lock:
             return _memory.setdefault(recorder, secrets.token_bytes(32))
-    with guard, datastore.transaction(commit=True) as cursor:
+    with transaction as cursor:
         cursor.execute(
             f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
         )

@@ -11,15 +11,25 @@ formats it with its qualified table names and placeholder style.
 
 from __future__ import annotations
 
+import logging
 import re
+import sqlite3
+import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
-from eventsourcing.persistence import ApplicationRecorder, Tracking, TrackingRecorder
+import psycopg
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    OperationalError,
+    Tracking,
+    TrackingRecorder,
+)
 from eventsourcing.postgres import PostgresRecorder
 from eventsourcing.sqlite import (
     SQLiteCursor,
@@ -130,6 +140,8 @@ _DDL = [
     f" VALUES (1, 0, {SCHEMA_VERSION}) ON CONFLICT (id) DO NOTHING",
 ]
 
+log = logging.getLogger(__name__)
+
 _SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
@@ -138,28 +150,106 @@ _SAFE_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 DDL_LOCK_KEY = int.from_bytes(b"batonddl", "big") >> 1
 
 
+#: How long an instance waits for another's schema changes before it gives up (and says so).
+DDL_LOCK_WAIT_S = 60.0
+_DDL_LOCK_POLL_S = 0.05
+
+_ddl_locks_held = threading.local()
+
+
 @contextmanager
 def postgres_ddl_lock(datastore: Any) -> Iterator[None]:
-    """Holds the advisory lock for Baton's schema changes while creating what is missing, on
-    a connection of ``datastore`` (eventsourcing's PostgreSQL datastore) of its own.
+    """Holds the advisory lock for Baton's schema changes while creating what is missing.
 
     ``CREATE ... IF NOT EXISTS``, ``CREATE TYPE`` and ``CREATE OR REPLACE FUNCTION`` are not safe
     run at once: of two instances starting together, one met "duplicate key value violates
     unique constraint pg_type_typname_nsp_index" or "tuple concurrently updated" and died, or
-    its publisher process did. Under the lock each finds the other's tables. Held by one DDL
-    step at a time per process: a nested step would wait for itself on another connection."""
-    with datastore.get_connection() as connection:
-        connection.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+    its publisher process did. Under the lock each finds the other's tables.
+
+    The lock lives on a connection of its own, outside ``datastore``'s pool (eventsourcing's
+    PostgreSQL datastore): the schema changes need pooled connections while it is held, and
+    closing it releases the lock whatever happened. It is taken with ``pg_try_advisory_lock``
+    until ``DDL_LOCK_WAIT_S`` (a ``lock_timeout`` of the database does not cut the wait short,
+    and a wait is logged). A thread that holds it already goes on: a nested step would
+    otherwise wait for itself on another connection, forever."""
+    held: set[int] = _ddl_locks_held.__dict__.setdefault("datastores", set())
+    if id(datastore) in held:
+        yield
+        return
+    connection = _connect_outside_pool(datastore)
+    try:
+        _take_ddl_lock(connection)
+        held.add(id(datastore))
         try:
             yield
         finally:
-            try:
-                connection.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
-            except Exception:
-                # A session that could not unlock must not go back to the pool holding the
-                # lock: closing it ends the session, which releases it.
-                connection.close()
-                raise
+            held.discard(id(datastore))
+    finally:
+        with suppress(psycopg.Error):
+            connection.close()  # ends the session, which releases the lock
+
+
+def _connect_outside_pool(datastore: Any) -> psycopg.Connection[Any]:
+    pool = datastore.pool
+    kwargs = {k: v for k, v in dict(pool.kwargs).items() if k != "row_factory"}
+    if getattr(pool, "get_password_func", None):
+        kwargs["password"] = pool.get_password_func()
+    try:
+        return psycopg.connect(pool.conninfo, autocommit=True, connect_timeout=10, **kwargs)
+    except psycopg.Error as error:
+        raise OperationalError(f"could not connect to take the schema lock: {error}") from error
+
+
+def _take_ddl_lock(connection: psycopg.Connection[Any]) -> None:
+    deadline = time.monotonic() + DDL_LOCK_WAIT_S
+    waiting = False
+    try:
+        while True:
+            row = connection.execute("SELECT pg_try_advisory_lock(%s)", (DDL_LOCK_KEY,)).fetchone()
+            if row is not None and row[0]:
+                if waiting:
+                    log.info("schema lock taken; creating what is missing")
+                return
+            if time.monotonic() >= deadline:
+                raise OperationalError(
+                    f"another process has held Baton's schema lock (pg_advisory_lock "
+                    f"{DDL_LOCK_KEY}) for over {DDL_LOCK_WAIT_S:.0f} s; see pg_locks"
+                )
+            if not waiting:
+                waiting = True
+                log.info("waiting for another Baton process to finish creating tables")
+            time.sleep(_DDL_LOCK_POLL_S)
+    except psycopg.Error as error:
+        raise OperationalError(f"could not take the schema lock: {error}") from error
+
+
+@contextmanager
+def sqlite_write(datastore: SQLiteDatastore) -> Iterator[SQLiteCursor]:
+    """A write transaction on ``datastore`` (eventsourcing's SQLite datastore) holding SQLite's
+    write lock from its start (``BEGIN IMMEDIATE``, waiting up to the lock timeout while
+    another connection writes), so what it reads before writing cannot be stale. A deferred
+    one that read first was refused at once, without waiting, when another connection
+    committed in between ("database is locked", SQLITE_BUSY_SNAPSHOT): a publisher process
+    creating its tables while its service caught the views up died of it. Errors are
+    eventsourcing's, as from its own transactions."""
+    connection = datastore.get_connection(commit=True)
+    with connection as conn, _Immediate(conn, commit=True) as cursor, cursor:
+        yield cursor
+
+
+class _Immediate(SQLiteTransaction):
+    """eventsourcing's SQLite transaction, begun ``IMMEDIATE``; a failure to begin (the lock
+    timeout) is rolled back and mapped to eventsourcing's errors like any other."""
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            cursor.sqlite_cursor.close()
+            self.__exit__(type(error), error, error.__traceback__)
+            raise  # not reached: __exit__ raises the mapped error
+        return cursor
 
 
 class ViewStore(ABC):
@@ -192,6 +282,11 @@ class ViewStore(ABC):
         rebuilt from the events. The published-trigger marks are kept."""
         self.tracking.create_table()  # type: ignore[attr-defined]
         with self.write() as cursor:
+            if self._meta_exists(cursor):
+                # The meta row first, as every writer of the views takes it (a rebuild, a
+                # batch): the DDL below locks the tables, and in the other order a rebuild
+                # running meanwhile and this start would deadlock on PostgreSQL.
+                self.lock_meta(cursor)
             if self._stored_schema_version(cursor) not in (None, SCHEMA_VERSION):
                 for table in (*VIEW_TABLES, "meta"):
                     cursor.execute(self.sql(f"DROP TABLE IF EXISTS {{{table}}}"))
@@ -263,15 +358,6 @@ def _without_sync_per_commit(datastore: SQLiteDatastore) -> None:
     pool._create_connection = create_relaxed  # type: ignore[method-assign]
 
 
-class _Immediate(SQLiteTransaction):
-    """eventsourcing's SQLite transaction (errors mapped to its own), begun ``IMMEDIATE``."""
-
-    def __enter__(self) -> SQLiteCursor:
-        cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        return cursor
-
-
 class SQLiteViewStore(ViewStore):
     """The views in their own SQLite file (WAL), with eventsourcing's SQLite datastore."""
 
@@ -291,14 +377,8 @@ class SQLiteViewStore(ViewStore):
 
     @contextmanager
     def write(self) -> Iterator[Any]:
-        """A transaction holding SQLite's write lock from its start (``BEGIN IMMEDIATE``,
-        waiting up to the lock timeout while another connection writes), so what it reads
-        before writing cannot be stale. A deferred one that read first was refused at once,
-        without waiting, when another connection committed in between ("database is locked",
-        SQLITE_BUSY_SNAPSHOT): a publisher process creating its tables while its service
-        caught the views up died of it."""
-        connection = self.datastore.get_connection(commit=True)
-        with connection as conn, _Immediate(conn, commit=True) as cursor, cursor:
+        """A transaction holding the write lock from its start (``sqlite_write``)."""
+        with sqlite_write(self.datastore) as cursor:
             yield cursor
 
     def _meta_exists(self, cursor: Any) -> bool:

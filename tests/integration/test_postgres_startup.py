@@ -4,18 +4,22 @@ the deployment's secret) and none of them fails, without any retry."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError
 from psycopg import sql
 
 from baton.adapters.config import Settings, event_store_env
 from baton.adapters.streamids import deployment_secret
 from baton.domain.services import BatonApp
+from baton.projections import store
 from baton.projections.projector import Projections
 
 pytestmark = pytest.mark.postgres
@@ -69,3 +73,93 @@ def test_instances_starting_at_once_on_an_empty_schema_all_start(
             "baton_view_tracking",
             "baton_stream_secret",
         } <= tables
+
+
+def _fresh(postgres_db: dict[str, Any], tmp_path: Path, schema: str) -> Settings:
+    with psycopg.connect(postgres_db["url"], autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    return Settings(
+        data_dir=tmp_path / schema, postgres_url=postgres_db["url"], postgres_schema=schema
+    )
+
+
+def _start_and_close(env: dict[str, str]) -> None:
+    app = BatonApp(env)
+    try:
+        Projections(app).close()
+    finally:
+        app.close()
+
+
+def test_an_instance_starting_while_another_rebuilds_its_views_waits_and_starts(
+    postgres_db: dict[str, Any], tmp_path: Path
+) -> None:
+    """A rebuild holds the views' meta row and then rewrites the tables; a start creating what
+    is missing takes the meta row first too, so it waits for the rebuild instead of
+    deadlocking with it."""
+    env = event_store_env(_fresh(postgres_db, tmp_path, "rebuilding"))
+    running = BatonApp(env)
+    views = Projections(running)
+    rebuild = psycopg.connect(postgres_db["url"])  # the rebuild's transaction, step by step
+    try:
+        rebuild.execute(views.store.sql("SELECT generation FROM {meta} WHERE id = 1 FOR UPDATE"))
+        rebuild.execute(views.store.sql("UPDATE {meta} SET generation = generation + 1"))
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(_start_and_close, env)
+            time.sleep(1.0)  # the start reaches the views and waits on the rebuild
+            rebuild.execute(views.store.sql("DELETE FROM {tasks}"))
+            rebuild.commit()
+            starting.result(timeout=30)  # raised "deadlock detected" before
+    finally:
+        rebuild.close()
+        views.close()
+        running.close()
+
+
+def test_the_schema_lock_takes_no_connection_from_the_pool(
+    postgres_db: dict[str, Any], tmp_path: Path
+) -> None:
+    env = event_store_env(_fresh(postgres_db, tmp_path, "one_connection"))
+    _start_and_close({**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"})
+
+
+def test_a_start_waits_for_a_held_schema_lock_says_so_and_gives_up_with_a_clear_error(
+    postgres_db: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = event_store_env(_fresh(postgres_db, tmp_path, "held"))
+    monkeypatch.setattr(store, "DDL_LOCK_WAIT_S", 0.5)
+    with psycopg.connect(postgres_db["url"], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (store.DDL_LOCK_KEY,))
+        with caplog.at_level(logging.INFO), pytest.raises(OperationalError, match="schema lock"):
+            BatonApp(env)
+    assert "waiting for another Baton process to finish creating tables" in caplog.text
+    _start_and_close(env)  # the holder's session ended: the lock is free
+
+
+def test_without_create_table_a_start_does_not_wait_for_the_schema_lock(
+    postgres_db: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = event_store_env(_fresh(postgres_db, tmp_path, "created"))
+    BatonApp(env).close()
+    monkeypatch.setattr(store, "DDL_LOCK_WAIT_S", 0.5)
+    with psycopg.connect(postgres_db["url"], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (store.DDL_LOCK_KEY,))
+        BatonApp({**env, "CREATE_TABLE": "n"}).close()
+
+
+def test_the_schema_lock_is_taken_again_by_its_holder_without_waiting(
+    postgres_db: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = BatonApp(event_store_env(_fresh(postgres_db, tmp_path, "nested")))
+    monkeypatch.setattr(store, "DDL_LOCK_WAIT_S", 0.5)
+    try:
+        datastore = app.recorder.datastore  # type: ignore[attr-defined]
+        with store.postgres_ddl_lock(datastore), store.postgres_ddl_lock(datastore):
+            pass
+        with store.postgres_ddl_lock(datastore):  # and released after both
+            pass
+    finally:
+        app.close()

@@ -244,3 +244,33 @@ def test_a_views_store_opening_while_another_connection_commits_waits_for_it(
     finally:
         for store in (first, rival, opening):
             store.close()
+
+
+def test_a_write_that_cannot_get_the_lock_fails_with_the_stores_own_error(
+    tmp_path: Path,
+) -> None:
+    """``sqlite_write`` waits up to the lock timeout, then raises eventsourcing's
+    OperationalError (what its callers catch), not sqlite3's."""
+    import sqlite3
+
+    from eventsourcing.persistence import OperationalError
+    from eventsourcing.sqlite import SQLiteDatastore
+
+    from baton.projections.store import sqlite_write
+
+    path = str(tmp_path / "locked.sqlite")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    datastore = SQLiteDatastore(db_name=path, lock_timeout=1)
+    try:
+        with pytest.raises(OperationalError, match="locked"), sqlite_write(datastore) as cursor:
+            cursor.execute("INSERT INTO t VALUES (1)")
+        holder.execute("COMMIT")
+        with sqlite_write(datastore) as cursor:  # the connection went back to the pool usable
+            cursor.execute("INSERT INTO t VALUES (2)")
+        assert holder.execute("SELECT x FROM t").fetchall() == [(2,)]
+    finally:
+        datastore.close()
+        holder.close()
