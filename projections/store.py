@@ -195,7 +195,9 @@ def _connect_outside_pool(datastore: Any) -> psycopg.Connection[Any]:
     if getattr(pool, "get_password_func", None):
         kwargs["password"] = pool.get_password_func()
     try:
-        return psycopg.connect(pool.conninfo, autocommit=True, connect_timeout=10, **kwargs)
+        # The pool's wait for a connection (POSTGRES_CONNECT_TIMEOUT); libpq's least is 2 s.
+        timeout = max(2, round(pool.timeout))
+        return psycopg.connect(pool.conninfo, autocommit=True, connect_timeout=timeout, **kwargs)
     except psycopg.Error as error:
         raise OperationalError(f"could not connect to take the schema lock: {error}") from error
 
@@ -212,8 +214,8 @@ def _take_ddl_lock(connection: psycopg.Connection[Any]) -> None:
                 return
             if time.monotonic() >= deadline:
                 raise OperationalError(
-                    f"another process has held Baton's schema lock (pg_advisory_lock "
-                    f"{DDL_LOCK_KEY}) for over {DDL_LOCK_WAIT_S:.0f} s; see pg_locks"
+                    f"another session has held Baton's schema lock (pg_advisory_lock "
+                    f"{DDL_LOCK_KEY}) for over {DDL_LOCK_WAIT_S:g} s; see pg_locks"
                 )
             if not waiting:
                 waiting = True
@@ -282,10 +284,15 @@ class ViewStore(ABC):
         rebuilt from the events. The published-trigger marks are kept."""
         self.tracking.create_table()  # type: ignore[attr-defined]
         with self.write() as cursor:
-            if self._meta_exists(cursor):
-                # The meta row first, as every writer of the views takes it (a rebuild, a
-                # batch): the DDL below locks the tables, and in the other order a rebuild
-                # running meanwhile and this start would deadlock on PostgreSQL.
+            # The meta first, as every writer of the views takes it (a rebuild, a batch):
+            # the DDL below locks the tables, and in the other order a writer running
+            # meanwhile and this start would deadlock on PostgreSQL. Views of an older layout
+            # are dropped, meta included, so then the whole meta table is locked (a writer's
+            # FOR UPDATE on its row locks the table before the row, and would deadlock with
+            # the DROP); else its row, and the layout is read again under the lock.
+            if self._stored_schema_version(cursor) not in (None, SCHEMA_VERSION):
+                self.lock_meta_table(cursor)
+            elif self._meta_exists(cursor):
                 self.lock_meta(cursor)
             if self._stored_schema_version(cursor) not in (None, SCHEMA_VERSION):
                 for table in (*VIEW_TABLES, "meta"):
@@ -319,6 +326,10 @@ class ViewStore(ABC):
     @abstractmethod
     def lock_meta(self, cursor: Any) -> None:
         """Serialises view writers: every batch and rebuild takes this lock first."""
+
+    @abstractmethod
+    def lock_meta_table(self, cursor: Any) -> None:
+        """The whole meta table, against every writer: before views are dropped."""
 
     def insert_tracking(self, cursor: Any, tracking: Tracking) -> None:
         """Records the position in the caller's transaction; a position not beyond the
@@ -390,6 +401,9 @@ class SQLiteViewStore(ViewStore):
     def lock_meta(self, cursor: Any) -> None:
         """Nothing to do: ``write`` holds the write lock already."""
 
+    def lock_meta_table(self, cursor: Any) -> None:
+        """Nothing to do, as for ``lock_meta``."""
+
     def close(self) -> None:
         self.datastore.close()
 
@@ -439,6 +453,9 @@ class PostgresViewStore(ViewStore):
 
     def lock_meta(self, cursor: Any) -> None:
         cursor.execute(self.sql("SELECT generation FROM {meta} WHERE id = 1 FOR UPDATE"))
+
+    def lock_meta_table(self, cursor: Any) -> None:
+        cursor.execute(self.sql("LOCK TABLE {meta} IN ACCESS EXCLUSIVE MODE"))
 
 
 def view_store_for(recorder: ApplicationRecorder, views_path: str | Path | None) -> ViewStore:

@@ -163,3 +163,51 @@ def test_the_schema_lock_is_taken_again_by_its_holder_without_waiting(
             pass
     finally:
         app.close()
+
+
+def test_an_instance_upgrading_old_views_while_an_old_instance_writes_them_both_go_on(
+    postgres_db: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade: the new instance finds views of an older layout and drops them; the
+    old one starts a batch (its meta row first) just after the layout was read. One waits for
+    the other; neither dies of a deadlock."""
+    settings = _fresh(postgres_db, tmp_path, "upgrading")
+    env = event_store_env(settings)
+    _start_and_close(env)
+    with psycopg.connect(postgres_db["url"], autocommit=True) as conn:
+        conn.execute('UPDATE "upgrading".baton_projection_meta SET schema_version = 1')
+    batch_may_start = threading.Event()
+    batch: list[str] = []
+
+    def old_instance_batch() -> None:
+        batch_may_start.wait(30)
+        try:
+            with psycopg.connect(postgres_db["url"]) as conn:
+                conn.execute(
+                    'SELECT generation FROM "upgrading".baton_projection_meta'
+                    " WHERE id = 1 FOR UPDATE"
+                )
+                time.sleep(0.1)
+                conn.execute('DELETE FROM "upgrading".baton_tasks')
+            batch.append("committed")
+        except psycopg.Error as error:
+            batch.append(f"{type(error).__name__}: {error}")
+
+    read_layout = store.ViewStore._stored_schema_version
+
+    def layout_then_a_rival(self: store.ViewStore, cursor: Any) -> int | None:
+        version = read_layout(self, cursor)
+        if not batch_may_start.is_set():
+            batch_may_start.set()
+            time.sleep(0.5)  # the old instance's batch reaches the meta row meanwhile
+        return version
+
+    monkeypatch.setattr(store.ViewStore, "_stored_schema_version", layout_then_a_rival)
+    rival = threading.Thread(target=old_instance_batch)
+    rival.start()
+    try:
+        _start_and_close(env)
+    finally:
+        batch_may_start.set()
+        rival.join(30)
+    assert batch == ["committed"]

@@ -214,7 +214,7 @@ def test_a_views_store_opening_while_another_connection_commits_waits_for_it(
     first = SQLiteViewStore(path)
     first.create_tables()
     rival = SQLiteViewStore(path)
-    rival_done = threading.Event()
+    rival_started, rival_done = threading.Event(), threading.Event()
     rival_failed: list[BaseException] = []
 
     def rival_commits() -> None:
@@ -232,8 +232,10 @@ def test_a_views_store_opening_while_another_connection_commits_waits_for_it(
     class Opening(SQLiteViewStore):
         def _stored_schema_version(self, cursor: Any) -> int | None:
             version = super()._stored_schema_version(cursor)  # this transaction has read
-            threading.Thread(target=rival_commits).start()
-            rival_done.wait(0.5)  # a rival that commits now would make the write below stale
+            if not rival_started.is_set():
+                rival_started.set()
+                threading.Thread(target=rival_commits).start()
+                rival_done.wait(0.5)  # a rival committing now would make the write stale
             return version
 
     opening = Opening(path)
