@@ -61,8 +61,11 @@ def delete_command_records(recorder: Any, up_to: int) -> int:
         return 0
     # On SQLite the write lock comes first: the count is then not stale by the delete (another
     # connection's commit in between would make SQLite refuse the delete at once).
-    transaction = sqlite_write(datastore) if isinstance(recorder, SQLiteRecorder) else None
-    with transaction or datastore.transaction(commit=True) as cursor:
+    if isinstance(recorder, SQLiteRecorder):
+        transaction = sqlite_write(datastore)
+    else:
+        transaction = datastore.transaction(commit=True)
+    with transaction as cursor:
         cursor.execute(f"SELECT COUNT(*) AS n {where}", (_TOPIC, up_to))
         count = int(dict(cursor.fetchone())["n"])
         if count:

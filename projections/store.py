@@ -192,7 +192,7 @@ def postgres_ddl_lock(datastore: Any) -> Iterator[None]:
 def _connect_outside_pool(datastore: Any) -> psycopg.Connection[Any]:
     pool = datastore.pool
     kwargs = {k: v for k, v in dict(pool.kwargs).items() if k != "row_factory"}
-    if getattr(pool, "get_password_func", None):
+    if pool.get_password_func:
         kwargs["password"] = pool.get_password_func()
     try:
         # The pool's wait for a connection (POSTGRES_CONNECT_TIMEOUT); libpq's least is 2 s.
@@ -289,12 +289,14 @@ class ViewStore(ABC):
             # meanwhile and this start would deadlock on PostgreSQL. Views of an older layout
             # are dropped, meta included, so then the whole meta table is locked (a writer's
             # FOR UPDATE on its row locks the table before the row, and would deadlock with
-            # the DROP); else its row, and the layout is read again under the lock.
-            if self._stored_schema_version(cursor) not in (None, SCHEMA_VERSION):
-                self.lock_meta_table(cursor)
-            elif self._meta_exists(cursor):
+            # the DROP) and the layout read again under the lock; else its row.
+            stored = self._stored_schema_version(cursor)
+            if stored == SCHEMA_VERSION:
                 self.lock_meta(cursor)
-            if self._stored_schema_version(cursor) not in (None, SCHEMA_VERSION):
+            elif stored is not None:
+                self.lock_meta_table(cursor)
+                stored = self._stored_schema_version(cursor)
+            if stored not in (None, SCHEMA_VERSION):
                 for table in (*VIEW_TABLES, "meta"):
                     cursor.execute(self.sql(f"DROP TABLE IF EXISTS {{{table}}}"))
                 cursor.execute(self.sql("DELETE FROM {tracking}"))

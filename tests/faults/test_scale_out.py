@@ -12,6 +12,7 @@ import pytest
 
 from baton.adapters.client import BatonClient
 from tests.faults.support import KINDS, SOAK, Load, ServiceProcess, emit, new_prefix
+from tests.processes import around_traceback
 
 TASKS_PER_KIND = 60 if SOAK else 12
 VOLATILE = {
@@ -91,7 +92,9 @@ async def test_three_instances_with_one_killed_end_as_a_single_instance_does(
             assert scaled["outcome"][name] == expected, name
         logs = [s.all_logs() for s in instances]
         served = [log.count("Traceback") for log in logs]
-        assert served == [0, 0, 0], "\n\n".join(log for log in logs if "Traceback" in log)[-8000:]
+        assert served == [0, 0, 0], "\n\n".join(
+            around_traceback(log) for log in logs if "Traceback" in log
+        )
     finally:
         for service in [*instances, single]:
             service.kill()

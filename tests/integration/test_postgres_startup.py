@@ -49,11 +49,7 @@ def test_instances_starting_at_once_on_an_empty_schema_all_start(
 ) -> None:
     for round_ in range(ROUNDS):
         schema = f"startup_{round_}"
-        with psycopg.connect(postgres_db["url"], autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        settings = Settings(
-            data_dir=tmp_path / schema, postgres_url=postgres_db["url"], postgres_schema=schema
-        )
+        settings = _fresh(postgres_db, tmp_path, schema)
         barrier = threading.Barrier(INSTANCES)
         with ThreadPoolExecutor(INSTANCES) as pool:
             starts = [pool.submit(_start, settings, barrier) for _ in range(INSTANCES)]
