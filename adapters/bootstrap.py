@@ -207,7 +207,12 @@ class Baton:
         workspace = DirectoryWorkspace(settings.workspaces, settings.keep_workspaces)
         # On PostgreSQL, instances starting together create the schema in turn (a lock).
         self.app = app = await self._in_thread(
-            lambda: BatonApp(env, workspace=workspace, default_lease_s=settings.claim_lease_s)
+            lambda: BatonApp(
+                env,
+                workspace=workspace,
+                default_lease_s=settings.claim_lease_s,
+                timed_ids=settings.timed_ids,
+            )
         )
         self.projections = await self._in_thread(make_projections, app)
         app.ready_work = self.projections

@@ -112,6 +112,13 @@ class Settings:
     """``BATON_IDEMPOTENCY_WINDOW_S``: how long a command id's first reply is kept (a repeat
     after that runs as a new command), like JetStream's duplicate window."""
 
+    timed_ids: bool = True
+    """``BATON_TIMED_IDS``: ``1`` (the default) makes task ids that carry their creation time
+    and records command ids ending in a UUIDv7 under that time, so the event store writes them
+    in time order (on a big store, a fraction of the pages per command); ``0`` makes the ids of
+    earlier releases, which must be set while an instance of an earlier release shares the
+    store (it finds neither)."""
+
     publisher_process: bool = False
     """``BATON_PUBLISHER_PROCESS``: ``1`` (the default from the environment) runs the views'
     catch-up, the progress relay and the trigger scheduler in a process of their own beside the
@@ -160,6 +167,7 @@ class Settings:
             idempotency_window_s=_bounded(
                 env, "BATON_IDEMPOTENCY_WINDOW_S", 86_400.0, 0.0, 365 * 86_400.0
             ),
+            timed_ids=_choice(env, "BATON_TIMED_IDS", "1", ("1", "0")) == "1",
             publisher_process=_choice(env, "BATON_PUBLISHER_PROCESS", "1", ("1", "0")) == "1",
         )
 

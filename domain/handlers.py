@@ -57,7 +57,7 @@ def _finish_if_done(app: BatonApp, uow: UnitOfWork, task: Task) -> bool:
 def create_task(app: BatonApp, uow: UnitOfWork, cmd: c.CreateTask) -> Reply:
     plan = _require_plan(cmd.plan, "creating a task")
     specs = resolve(plan)
-    task_id = ids.new_task_id(cmd.task_name)
+    task_id = ids.new_task_id(cmd.task_name, timed=app.timed_ids)
     session_id = cmd.session_id or task_id
     # A task without a session is its own, new session: nothing to look up (a store read that
     # finds nothing, a third of a create). Should the new id be taken, the task's and the

@@ -1,9 +1,21 @@
-"""Identifiers: task ids safe as subject tokens and directory names, aggregate ids from them."""
+"""Identifiers: task ids safe as subject tokens and directory names, aggregate ids from them.
+
+Where an aggregate's events are stored follows its id: the event store's index is ordered by it.
+An RFC 4122 name-based (version 5) uuid lands anywhere in that index, so on a big store every
+command wrote index pages of its own (measured: the service's bytes written per command went
+from 18 KB on an empty store to 38 KB at ~8,000 tasks, and its CPU per command up ~20%). Ids
+made with their creation time in them (task ids made since, command ids ending in a UUIDv7) map
+to uuids in UUIDv7's layout instead: that time in the first 48 bits, so the tasks and commands of
+the last few minutes, the ones being worked on, share a few pages at the end of the index. Every
+other id maps to the version 5 uuid of its name, as it always did, so a store written by an
+earlier release is found by the same ids.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from functools import lru_cache
 from hashlib import sha1
 from threading import Lock
@@ -13,6 +25,15 @@ from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
 SESSION_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
 _NAMESPACE: Final = uuid5(NAMESPACE_URL, "https://baton.invalid/ids")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+#: A task id made with its creation time: ``<slug>-<12 hex: ms since the epoch><8 hex random>``.
+#: Ids made before (``<slug>-<8 hex>``) cannot match: their last part is 8 hex digits.
+_TIMED_TASK_ID: Final = re.compile(r"-([0-9a-f]{12})[0-9a-f]{8}")
+#: A command id ending in a UUIDv7 (lowercase; 32 hex digits, or the 36 characters with dashes),
+#: alone or after a ``-``: the first 12 hex digits are its time in ms. Baton's client makes them.
+_UUID7: Final = {
+    32: re.compile(r"([0-9a-f]{12})7[0-9a-f]{3}[89ab][0-9a-f]{15}"),
+    36: re.compile(r"([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"),
+}
 
 
 class _RandomPool:
@@ -74,20 +95,50 @@ def _uuid5(name: str) -> UUID:
     return uuid
 
 
-def new_task_id(task_name: str) -> str:
-    """A sanitised slug of the name plus a short random suffix, e.g. ``write-report-3f9c2a1b``.
+#: Bits ``UUID(..., version=7)`` clears and sets (RFC 9562: variant 10, version 7).
+_V7_SET: Final = (0x8000 << 48) | (7 << 76)
+
+
+def _timed_uuid(ms: int, name: str) -> UUID:
+    """A uuid in UUIDv7's layout: ``ms`` in the first 48 bits, then (version and variant apart)
+    74 bits of the SHA-1 of the namespaced name, so distinct names of the same millisecond
+    still get distinct uuids, and the same name always the same one."""
+    digest = sha1(_NAMESPACE_BYTES + name.encode()).digest()
+    value = ((ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(digest[:10], "big")) & _V5_CLEAR
+    uuid = object.__new__(UUID)
+    object.__setattr__(uuid, "int", value | _V7_SET)
+    object.__setattr__(uuid, "is_safe", SafeUUID.unknown)
+    return uuid
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_task_id(task_name: str, *, timed: bool = True) -> str:
+    """A sanitised slug of the name plus a dash and 20 hex digits: the creation time in ms
+    (12) and 8 random ones, e.g. ``write-report-0193a4f2c1d83f9c2a1b``. With ``timed`` off,
+    only the 8 random ones (``write-report-3f9c2a1b``, the ids every release made before, and
+    the ones an earlier release sharing the store can find).
 
     Only ``[A-Za-z0-9_-]`` survive, so the id is a valid subject token and a safe directory
     name (never ``.``, ``..`` or a path) whatever the name holds.
     """
     slug = _UNSAFE.sub("-", task_name.lower()).strip("-_")[:48].strip("-_") or "task"
-    return f"{slug}-{random_hex(4)}"
+    if not timed:
+        return f"{slug}-{random_hex(4)}"
+    return f"{slug}-{now_ms():012x}{random_hex(4)}"
 
 
 # Small caches: a task's or session's uuid is asked for a few times per command; a command id's
 # once or twice in its life, so caching many of them would only hold memory (issue 15's soak).
 @lru_cache(maxsize=4096)
 def task_uuid(task_id: str) -> UUID:
+    """The task's aggregate id: in time order for a task id made with its time, else the
+    version 5 uuid of the id."""
+    timed = _TIMED_TASK_ID.fullmatch(task_id, len(task_id) - 21) if len(task_id) > 21 else None
+    if timed is not None:
+        return _timed_uuid(int(timed[1], 16), f"task:{task_id}")
     return _uuid5(f"task:{task_id}")
 
 
@@ -97,8 +148,25 @@ def session_uuid(session_id: str) -> UUID:
 
 
 @lru_cache(maxsize=256)
-def command_uuid(command_id: str) -> UUID:
+def command_uuid(command_id: str, *, timed: bool = True) -> UUID:
+    """The aggregate id of a command's record: in time order for an id ending in a UUIDv7
+    (unless ``timed`` is off), else the version 5 uuid of the id."""
+    if timed:
+        for size, pattern in _UUID7.items():
+            start = len(command_id) - size
+            if start < 0 or (start > 0 and command_id[start - 1] != "-"):
+                continue
+            match = pattern.fullmatch(command_id, start)
+            if match is not None:
+                return _timed_uuid(int("".join(match.groups()), 16), f"command:{command_id}")
     return _uuid5(f"command:{command_id}")
+
+
+def new_command_id() -> str:
+    """A fresh command id, ``c-`` and a UUIDv7 as 32 hex digits (stored in time order)."""
+    rand = int(random_hex(10), 16)
+    value = now_ms() << 80 | (rand >> 62 & 0xFFF) << 64 | (rand & ((1 << 62) - 1))
+    return f"c-{value | _V7_SET:032x}"
 
 
 def step_id_for(task_id: str, step_index: int) -> str:

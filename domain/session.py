@@ -98,10 +98,12 @@ class CommandRecord(Aggregate):
         self.reply = reply
 
     @classmethod
-    def create(cls, command_id: str, subject: str, reply: Any) -> CommandRecord:
+    def create(
+        cls, command_id: str, subject: str, reply: Any, *, timed_ids: bool = True
+    ) -> CommandRecord:
         return cls._create(
             cls.Created,
-            id=ids.command_uuid(command_id),
+            id=ids.command_uuid(command_id, timed=timed_ids),
             command_id=command_id,
             subject=subject,
             reply=reply,

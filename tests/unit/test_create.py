@@ -82,7 +82,7 @@ def test_a_new_task_id_already_taken_is_drawn_again_and_nothing_of_the_old_task_
     the task (and session) holding it."""
     first = create(app, seq("a"), task_name="same")
     drawn = iter([first["task_id"], first["task_id"], "same-fresh0001"])
-    monkeypatch.setattr(ids, "new_task_id", lambda name: next(drawn))
+    monkeypatch.setattr(ids, "new_task_id", lambda name, timed=True: next(drawn))
     second = create(app, seq("a", "b"), task_name="same")
     assert second["task_id"] == "same-fresh0001"
     assert second["status"] == "running"  # its own session: it runs at once
