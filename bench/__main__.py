@@ -1,8 +1,8 @@
 """``python -m bench [NAME ...] [--quick]``: runs the benchmarks (all of them by default).
 
 Names (or numbers): baselines, commands (1), transitions (2), rebuild (3), scale (4),
-longtask (5), postgres (6), plansize (7), cpu (c), profile, and the soak retention (s), which
-runs only when named (``make soak`` does). The peers and profilers of
+longtask (5), postgres (6), plansize (7), growth (8), cpu (c), profile, and the soak retention
+(s), which runs only when named (``make soak`` does). The peers and profilers of
 ``bench/requirements-peers.txt`` are installed into this interpreter on first use, and the wheel
 of seed 004's TaskQueue is unzipped into the virtualenv (``bench/taskqueue.py``); a peer whose
 install fails is skipped with the reason. Figures are noisy on a busy machine: each ratio
@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "longtask": ("5", "bench.longtask"),
     "postgres": ("6", "bench.postgres"),
     "plansize": ("7", "bench.plansize"),
+    "growth": ("8", "bench.growth"),
     "cpu": ("c", "bench.cpu"),
     "profile": ("p", "bench.profile"),
     "retention": ("s", "bench.retention"),
