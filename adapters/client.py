@@ -22,6 +22,7 @@ its parameters named and documented for an editor's completion, rather than ``**
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, cast
@@ -38,7 +39,6 @@ from baton.adapters.contract import subject_of
 from baton.adapters.messages import ERROR_CODE_HEADER, ERROR_HEADER, MSG_ID_HEADER, encode
 from baton.domain import commands as c
 from baton.domain.codec import loads
-from baton.domain.ids import new_command_id
 
 
 class BatonRequestError(Exception):
@@ -67,9 +67,8 @@ PLANNING_MARGIN_S = 15.0
 
 
 def new_msg_id() -> str:
-    """A fresh idempotency key for a command sent without one: ``c-`` and a UUIDv7, which the
-    service stores in time order (``baton.domain.ids``)."""
-    return new_command_id()
+    """A fresh idempotency key for a command sent without one."""
+    return f"c-{uuid.uuid4().hex}"
 
 
 class BatonClient:

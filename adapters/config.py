@@ -113,11 +113,11 @@ class Settings:
     after that runs as a new command), like JetStream's duplicate window."""
 
     timed_ids: bool = True
-    """``BATON_TIMED_IDS``: ``1`` (the default) makes task ids that carry their creation time
-    and records command ids ending in a UUIDv7 under that time, so the event store writes them
-    in time order (on a big store, a fraction of the pages per command); ``0`` makes the ids of
-    earlier releases, which must be set while an instance of an earlier release shares the
-    store (it finds neither)."""
+    """``BATON_TIMED_IDS``: ``1`` (the default) makes task ids that carry their creation time,
+    so the event store writes a task's events in time order (on a big store, a fraction of the
+    pages per command); ``0`` makes the ids of earlier releases, which must be set while an
+    instance of an earlier release shares the store (it cannot find a task of a timed id). Tasks
+    of either kind are found whatever the setting."""
 
     publisher_process: bool = False
     """``BATON_PUBLISHER_PROCESS``: ``1`` (the default from the environment) runs the views'

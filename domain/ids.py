@@ -2,13 +2,18 @@
 
 Where an aggregate's events are stored follows its id: the event store's index is ordered by it.
 An RFC 4122 name-based (version 5) uuid lands anywhere in that index, so on a big store every
-command wrote index pages of its own (measured: the service's bytes written per command went
-from 18 KB on an empty store to 38 KB at ~8,000 tasks, and its CPU per command up ~20%). Ids
-made with their creation time in them (task ids made since, command ids ending in a UUIDv7) map
-to uuids in UUIDv7's layout instead: that time in the first 48 bits, so the tasks and commands of
-the last few minutes, the ones being worked on, share a few pages at the end of the index. Every
-other id maps to the version 5 uuid of its name, as it always did, so a store written by an
-earlier release is found by the same ids.
+task's command wrote an index page of its own (measured at ~8,000 tasks: the service wrote 38 KB
+per command, against 18 KB on an empty store, and its CPU per command rose ~20%). Task ids made
+with their creation time in them (``new_task_id``) map to uuids in UUIDv7's layout instead: that
+time in the first 48 bits, so the tasks of the last few minutes, the ones being worked on, share
+a few pages at the end of the index. Every other id maps to the version 5 uuid of its name, as it
+always did: a task id made by an earlier release has no time in it, so its events are found by
+the same uuid.
+
+Command ids (idempotency records) and session ids stay version 5 uuids of their names. They are
+chosen by clients, so an id of any shape may already have a record under its uuid5 (stored by an
+earlier release, or by an instance of one sharing the store); mapping such an id elsewhere would
+run its repeat a second time.
 """
 
 from __future__ import annotations
@@ -28,12 +33,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 #: A task id made with its creation time: ``<slug>-<12 hex: ms since the epoch><8 hex random>``.
 #: Ids made before (``<slug>-<8 hex>``) cannot match: their last part is 8 hex digits.
 _TIMED_TASK_ID: Final = re.compile(r"-([0-9a-f]{12})[0-9a-f]{8}")
-#: A command id ending in a UUIDv7 (lowercase; 32 hex digits, or the 36 characters with dashes),
-#: alone or after a ``-``: the first 12 hex digits are its time in ms. Baton's client makes them.
-_UUID7: Final = {
-    32: re.compile(r"([0-9a-f]{12})7[0-9a-f]{3}[89ab][0-9a-f]{15}"),
-    36: re.compile(r"([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"),
-}
 
 
 class _RandomPool:
@@ -148,25 +147,8 @@ def session_uuid(session_id: str) -> UUID:
 
 
 @lru_cache(maxsize=256)
-def command_uuid(command_id: str, *, timed: bool = True) -> UUID:
-    """The aggregate id of a command's record: in time order for an id ending in a UUIDv7
-    (unless ``timed`` is off), else the version 5 uuid of the id."""
-    if timed:
-        for size, pattern in _UUID7.items():
-            start = len(command_id) - size
-            if start < 0 or (start > 0 and command_id[start - 1] != "-"):
-                continue
-            match = pattern.fullmatch(command_id, start)
-            if match is not None:
-                return _timed_uuid(int("".join(match.groups()), 16), f"command:{command_id}")
+def command_uuid(command_id: str) -> UUID:
     return _uuid5(f"command:{command_id}")
-
-
-def new_command_id() -> str:
-    """A fresh command id, ``c-`` and a UUIDv7 as 32 hex digits (stored in time order)."""
-    rand = int(random_hex(10), 16)
-    value = now_ms() << 80 | (rand >> 62 & 0xFFF) << 64 | (rand & ((1 << 62) - 1))
-    return f"c-{value | _V7_SET:032x}"
 
 
 def step_id_for(task_id: str, step_index: int) -> str:

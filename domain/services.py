@@ -225,9 +225,9 @@ class BatonApp(Application[UUID]):
         #: The NATS server's ``max_payload``: every event, reply and progress message of an
         #: accepted command must fit in it (None: not connected, no limit checked).
         self.max_message_bytes = max_message_bytes
-        #: New task ids carry their creation time, and command ids ending in a UUIDv7 are
-        #: recorded under it, so both are stored in time order (``ids``); off
-        #: (BATON_TIMED_IDS=0) while an earlier release shares the store, which finds neither.
+        #: New task ids carry their creation time, so their events are stored in time order
+        #: (``ids``); off (BATON_TIMED_IDS=0) while an earlier release shares the store: it
+        #: cannot find a task of a timed id.
         self.timed_ids = timed_ids
         #: Commands change cached aggregates in place under this lock; readers copy under it.
         self.write_lock = RLock()
@@ -324,8 +324,7 @@ class BatonApp(Application[UUID]):
         compressor, takes the library's way."""
         mapper = self.mapper
         if encoded is None or mapper.cipher is not None or mapper.compressor is not None:
-            record = CommandRecord.create(command_id, kind, reply, timed_ids=self.timed_ids)
-            event = record.collect_events()[0]
+            event = CommandRecord.create(command_id, kind, reply).collect_events()[0]
             return mapper.to_stored_event(event)
         state = {
             "timestamp": datetime_now_with_tzinfo(),
@@ -335,7 +334,7 @@ class BatonApp(Application[UUID]):
             "reply": orjson.Fragment(encoded),
         }
         return StoredEvent(
-            originator_id=ids.command_uuid(command_id, timed=self.timed_ids),
+            originator_id=ids.command_uuid(command_id),
             originator_version=1,
             topic=_RECORD_TOPIC,
             state=mapper.transcoder.encode(state),
@@ -668,8 +667,7 @@ class BatonApp(Application[UUID]):
         """The stored record of ``command_id``, read from the store (never cached: a record
         pruned after the idempotency window must be gone)."""
         with self.store_errors():
-            record_id = ids.command_uuid(command_id, timed=self.timed_ids)
-            events = list(self.events.get(record_id, limit=1))
+            events = list(self.events.get(ids.command_uuid(command_id), limit=1))
         if not events or not isinstance(events[0], CommandRecord.Created):
             return None
         record = events[0].mutate(None)

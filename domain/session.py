@@ -98,12 +98,10 @@ class CommandRecord(Aggregate):
         self.reply = reply
 
     @classmethod
-    def create(
-        cls, command_id: str, subject: str, reply: Any, *, timed_ids: bool = True
-    ) -> CommandRecord:
+    def create(cls, command_id: str, subject: str, reply: Any) -> CommandRecord:
         return cls._create(
             cls.Created,
-            id=ids.command_uuid(command_id, timed=timed_ids),
+            id=ids.command_uuid(command_id),
             command_id=command_id,
             subject=subject,
             reply=reply,
