@@ -49,6 +49,7 @@ from baton.adapters.publication import (
 from baton.adapters.publication.listener import StoreListener
 from baton.adapters.service import BatonService
 from baton.adapters.streamids import MessageIds, deployment_secret
+from baton.adapters.timedids import timed_ids
 from baton.adapters.workspace import DirectoryWorkspace
 from baton.domain.services import BatonApp
 from baton.projections import Projections
@@ -207,13 +208,9 @@ class Baton:
         workspace = DirectoryWorkspace(settings.workspaces, settings.keep_workspaces)
         # On PostgreSQL, instances starting together create the schema in turn (a lock).
         self.app = app = await self._in_thread(
-            lambda: BatonApp(
-                env,
-                workspace=workspace,
-                default_lease_s=settings.claim_lease_s,
-                timed_ids=settings.timed_ids,
-            )
+            lambda: BatonApp(env, workspace=workspace, default_lease_s=settings.claim_lease_s)
         )
+        app.timed_ids = await self._in_thread(timed_ids, app.recorder, settings.timed_ids)
         self.projections = await self._in_thread(make_projections, app)
         app.ready_work = self.projections
         caught = await self._in_thread(self.projections.catch_up)

@@ -112,12 +112,13 @@ class Settings:
     """``BATON_IDEMPOTENCY_WINDOW_S``: how long a command id's first reply is kept (a repeat
     after that runs as a new command), like JetStream's duplicate window."""
 
-    timed_ids: bool = True
-    """``BATON_TIMED_IDS``: ``1`` (the default) makes task ids that carry their creation time,
-    so the event store writes a task's events in time order (on a big store, a fraction of the
-    pages per command); ``0`` makes the ids of earlier releases, which must be set while an
-    instance of an earlier release shares the store (it cannot find a task of a timed id). Tasks
-    of either kind are found whatever the setting."""
+    timed_ids: bool | None = None
+    """``BATON_TIMED_IDS``: whether new task ids carry their creation time, so the event store
+    writes a task's events in time order (on a big store, a fraction of the pages per command).
+    Unset (None): as the store says (``adapters/timedids.py``): yes for a store this release
+    (or a later one) started empty or that ``1`` marked, no for a store an earlier release wrote,
+    which may still share it; ``1``: yes, and the store is marked; ``0``: no. Tasks of either
+    kind are found whatever the setting."""
 
     publisher_process: bool = False
     """``BATON_PUBLISHER_PROCESS``: ``1`` (the default from the environment) runs the views'
@@ -167,7 +168,7 @@ class Settings:
             idempotency_window_s=_bounded(
                 env, "BATON_IDEMPOTENCY_WINDOW_S", 86_400.0, 0.0, 365 * 86_400.0
             ),
-            timed_ids=_choice(env, "BATON_TIMED_IDS", "1", ("1", "0")) == "1",
+            timed_ids=_switch(env, "BATON_TIMED_IDS"),
             publisher_process=_choice(env, "BATON_PUBLISHER_PROCESS", "1", ("1", "0")) == "1",
         )
 
@@ -227,6 +228,12 @@ def _integer(env: dict[str, str], name: str, default: int, *, minimum: int) -> i
     if value < minimum:
         raise SettingError(f"{name}={raw!r}: expected at least {minimum}")
     return value
+
+
+def _switch(env: dict[str, str], name: str) -> bool | None:
+    """``1``: True, ``0``: False, unset or empty: None (the default decides)."""
+    raw = _choice(env, name, "", ("1", "0"))
+    return None if not raw else raw == "1"
 
 
 def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -66,25 +66,34 @@ def _locked(datastore: Any) -> Iterator[Any]:
         yield cursor
 
 
+def store_transaction(
+    recorder: Any, table: str
+) -> tuple[contextlib.AbstractContextManager[Any], str, str] | None:
+    """A write transaction on the database of ``recorder`` (an eventsourcing application
+    recorder) for Baton's own small table ``table``: the transaction, the table's qualified name
+    and the parameter mark; None for an in-memory store. Safe when several instances create the
+    table at once."""
+    if isinstance(recorder, PostgresRecorder):
+        datastore = recorder.datastore
+        # Instances creating the table at once would race in the catalogue: the schema lock.
+        return _locked(datastore), f'"{datastore.schema}".{table}', "%s"
+    if isinstance(recorder, SQLiteRecorder):
+        # The write lock first: the service commits to this file meanwhile, and a deferred
+        # transaction that looked at the schema could not write after such a commit.
+        return sqlite_write(recorder.datastore), table, "?"
+    return None
+
+
 def deployment_secret(recorder: Any) -> bytes:
     """The deployment's secret, kept in the database of ``recorder`` (an eventsourcing
     application recorder); made on first use. Safe when several instances start at once (on
     PostgreSQL under the schema lock; the first insert wins, every instance reads the row
     back). An in-memory store keeps it for the life of the recorder."""
-    transaction: contextlib.AbstractContextManager[Any]
-    if isinstance(recorder, PostgresRecorder):
-        datastore = recorder.datastore
-        table, mark = f'"{datastore.schema}".{SECRET_TABLE}', "%s"
-        # Instances creating the table at once would race in the catalogue: the schema lock.
-        transaction = _locked(datastore)
-    elif isinstance(recorder, SQLiteRecorder):
-        table, mark = SECRET_TABLE, "?"
-        # The write lock first: the service commits to this file meanwhile, and a deferred
-        # transaction that looked at the schema could not write after such a commit.
-        transaction = sqlite_write(recorder.datastore)
-    else:
+    found = store_transaction(recorder, SECRET_TABLE)
+    if found is None:
         with _memory_lock:
             return _memory.setdefault(recorder, secrets.token_bytes(32))
+    transaction, table, mark = found
     with transaction as cursor:
         cursor.execute(
             f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
@@ -100,4 +109,11 @@ def deployment_secret(recorder: Any) -> bytes:
     return bytes.fromhex(str(value))
 
 
-__all__ = ["MAC_HEX", "NATURAL", "SECRET_TABLE", "MessageIds", "deployment_secret"]
+__all__ = [
+    "MAC_HEX",
+    "NATURAL",
+    "SECRET_TABLE",
+    "MessageIds",
+    "deployment_secret",
+    "store_transaction",
+]

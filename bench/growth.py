@@ -29,7 +29,15 @@ from typing import Any
 
 from bench.cpu import _load
 from bench.data import settings_for
-from bench.harness import Child, baton_env, children_of, cpu_seconds, nats_server, run_async
+from bench.harness import (
+    COMMANDS_PER_PLAN,
+    Child,
+    baton_env,
+    children_of,
+    cpu_seconds,
+    nats_server,
+    run_async,
+)
 from bench.stats import Series, header, note, ratio
 
 IN_FLIGHT = 100
@@ -112,6 +120,8 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
             child = stack.enter_context(Child("baton", env))
             time.sleep(0.5)  # the publisher process starts beside the service
             publishers = children_of(child.pid)
+            if not publishers:
+                raise RuntimeError(f"{name}: no publisher process beside the service")
             services.append(Service(name, timed, child, server.url, publishers[0]))
         for service in services:
             service.run(IN_FLIGHT, None)  # warm: connections, caches
@@ -127,7 +137,8 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
         for _ in range(repeats):
             for service in services:
                 service.run(plans // repeats, "grown store")
-        note(f"each store grown to ~{tasks:,} tasks ({tasks * 12:,} commands) between the two")
+        commands = tasks * COMMANDS_PER_PLAN
+        note(f"each store grown to ~{tasks:,} tasks ({commands:,} commands) between the two")
         for service in services:
             for label in ("empty store", "grown store"):
                 for what in ("rate", "service_ms", "written_kib", "publisher_ms"):

@@ -3,8 +3,8 @@
 Where an aggregate's events are stored follows its id: the event store's index is ordered by it.
 An RFC 4122 name-based (version 5) uuid lands anywhere in that index, so on a big store every
 task's command wrote an index page of its own (``bench growth``, at ~9,100 tasks: the service
-wrote 39 KiB per command, against 22 KiB on an empty store, and its CPU per command was 1.3x;
-with timed task ids, 24 KiB and 0.86x that). Task ids made
+wrote 39 KiB per command, against 22 KiB on an empty store, and its CPU per command was 1.3x
+the empty store's; with timed task ids, 24 KiB and 0.86x the CPU of uuid5 ids). Task ids made
 with their creation time in them (``new_task_id``) map to uuids in UUIDv7's layout instead: that
 time in the first 48 bits, so the tasks of the last few minutes, the ones being worked on, share
 a few pages at the end of the index. Every other id maps to the version 5 uuid of its name, as it
@@ -14,7 +14,7 @@ the same uuid.
 Command ids (idempotency records) and session ids stay version 5 uuids of their names. They are
 chosen by clients, so an id of any shape may already have a record under its uuid5 (stored by an
 earlier release, or by an instance of one sharing the store); mapping such an id elsewhere would
-run its repeat a second time.
+run its repeat a second time. (A task's own session, named after it, is such an id too.)
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def new_task_id(task_name: str, *, timed: bool = True) -> str:
     """A sanitised slug of the name plus a dash and 20 hex digits: the creation time in ms
     (12) and 8 random ones, e.g. ``write-report-0193a4f2c1d83f9c2a1b``. With ``timed`` off,
     only the 8 random ones (``write-report-3f9c2a1b``, the ids every release made before, and
-    the ones an earlier release sharing the store can find).
+    the ones an earlier release sharing the store can find). The time is the wall clock's, not
+    the application's: it only orders where the task's events are stored.
 
     Only ``[A-Za-z0-9_-]`` survive, so the id is a valid subject token and a safe directory
     name (never ``.``, ``..`` or a path) whatever the name holds.

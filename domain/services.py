@@ -226,8 +226,8 @@ class BatonApp(Application[UUID]):
         #: accepted command must fit in it (None: not connected, no limit checked).
         self.max_message_bytes = max_message_bytes
         #: New task ids carry their creation time, so their events are stored in time order
-        #: (``ids``); off (BATON_TIMED_IDS=0) while an earlier release shares the store: it
-        #: cannot find a task of a timed id.
+        #: (``ids``). ``baton serve`` decides it with the store (``adapters/timedids.py``): off
+        #: where an earlier release, which cannot work with timed tasks, may share it.
         self.timed_ids = timed_ids
         #: Commands change cached aggregates in place under this lock; readers copy under it.
         self.write_lock = RLock()

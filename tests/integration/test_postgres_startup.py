@@ -18,6 +18,7 @@ from psycopg import sql
 
 from baton.adapters.config import Settings, event_store_env
 from baton.adapters.streamids import deployment_secret
+from baton.adapters.timedids import timed_ids
 from baton.domain.services import BatonApp
 from baton.projections import store
 from baton.projections.projector import Projections
@@ -28,16 +29,17 @@ INSTANCES = 6
 ROUNDS = 4
 
 
-def _start(settings: Settings, barrier: threading.Barrier) -> bytes:
+def _start(settings: Settings, barrier: threading.Barrier) -> tuple[bytes, bool]:
     """What a service and its publisher process do at startup, from the same moment as the
-    others: the application (events' schema), the relay's tracking, the views, the secret."""
+    others: the application (events' schema), the relay's tracking, the views, the secret, the
+    timed ids' mark."""
     barrier.wait()
     app = BatonApp(event_store_env(settings))
     try:
         app.factory.tracking_recorder()
         projections = Projections(app)
         try:
-            return deployment_secret(app.recorder)
+            return deployment_secret(app.recorder), timed_ids(app.recorder, None)
         finally:
             projections.close()
     finally:
@@ -53,8 +55,9 @@ def test_instances_starting_at_once_on_an_empty_schema_all_start(
         barrier = threading.Barrier(INSTANCES)
         with ThreadPoolExecutor(INSTANCES) as pool:
             starts = [pool.submit(_start, settings, barrier) for _ in range(INSTANCES)]
-            secrets = [start.result() for start in starts]
-        assert len(set(secrets)) == 1, "every instance reads the one deployment secret"
+            started = [start.result() for start in starts]
+        assert len({secret for secret, _ in started}) == 1, "one deployment secret for all"
+        assert all(timed for _, timed in started), "an empty store is marked for timed ids"
         with psycopg.connect(postgres_db["url"], autocommit=True) as conn:
             tables = {
                 row[0]
@@ -68,6 +71,7 @@ def test_instances_starting_at_once_on_an_empty_schema_all_start(
             "baton_tasks",
             "baton_view_tracking",
             "baton_stream_secret",
+            "baton_store_marks",
         } <= tables
 
 

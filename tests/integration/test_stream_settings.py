@@ -71,6 +71,7 @@ def test_settings_read_durations_replicas_and_several_urls() -> None:
         ("BATON_PROGRESS_MAX_AGE", "a week"),
         ("BATON_TRIGGER_MAX_AGE", "-5m"),
         ("BATON_TRIGGER_RETENTION", "interest"),
+        ("BATON_TIMED_IDS", "yes"),
     ],
 )
 def test_an_unusable_setting_is_refused_by_name(name: str, value: str) -> None:

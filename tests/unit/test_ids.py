@@ -12,10 +12,9 @@ import time
 from uuid import NAMESPACE_URL, RFC_4122, UUID, uuid5
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from baton.adapters.client import new_msg_id
 from baton.domain import commands as c
 from baton.domain import ids
 from tests.plans import seq
@@ -93,6 +92,7 @@ def test_aggregate_ids_are_the_version_5_uuids_of_their_names(kind, name):
 
 @given(st.text(max_size=200))
 def test_every_name_without_a_time_maps_to_the_standard_uuid5(name):
+    assume(not re.search(r"-[0-9a-f]{20}\Z", name))  # a timed task id: the test below
     namespace = NAMESPACE
     assert ids.command_uuid(name) == uuid5(namespace, f"command:{name}")
     assert ids.task_uuid(name) == uuid5(namespace, f"task:{name}")
@@ -148,13 +148,14 @@ def test_a_store_keeps_working_as_timed_ids_are_turned_on_and_off():
     app = new_app(timed_ids=False)
     old = create(app, seq("a", "b"), task_name="before")
     assert UNTIMED.match(old["task_id"])
-    first = app.handle(c.NextStep(task_id=old["task_id"]), command_id="c-old-client-id")
+    uuid7_id = "c-0193a4f2c1d87a2b9c3d4e5f60718293"  # a UUIDv7, as many clients make ids
+    first = app.handle(c.NextStep(task_id=old["task_id"]), command_id=uuid7_id)
     app.timed_ids = True  # the same store, restarted with the setting on
     new = create(app, seq("a", "b"), task_name="after")
     assert SAFE.match(new["task_id"])
-    again = app.handle(c.NextStep(task_id=old["task_id"]), command_id="c-old-client-id")
+    again = app.handle(c.NextStep(task_id=old["task_id"]), command_id=uuid7_id)
     assert again == first  # the old record is found: the step was not completed twice
-    command = new_msg_id()
+    command = "0193a4f2-c1d8-7a2b-9c3d-4e5f60718294"
     reply = app.handle(c.NextStep(task_id=new["task_id"]), command_id=command)
     assert app.handle(c.NextStep(task_id=new["task_id"]), command_id=command) == reply
     app.timed_ids = False  # and back: timed task ids are still found by their kind
