@@ -115,10 +115,10 @@ class Settings:
     timed_ids: bool | None = None
     """``BATON_TIMED_IDS``: whether new task ids carry their creation time, so the event store
     writes a task's events in time order (on a big store, a fraction of the pages per command).
-    Unset (None): as the store says (``adapters/timedids.py``): yes for a store this release
-    (or a later one) started empty or that ``1`` marked, no for a store an earlier release wrote,
-    which may still share it; ``1``: yes, and the store is marked; ``0``: no. Tasks of either
-    kind are found whatever the setting."""
+    Decided as ``baton serve`` starts (``adapters/timedids.py``). Unset (None): yes for a store
+    this release (or a later one) started empty or that ``1`` marked, no for a store an earlier
+    release started on, which may still share it; ``1``: yes, and the store is marked for good;
+    ``0``: no. Tasks of either kind are found whatever the setting."""
 
     publisher_process: bool = False
     """``BATON_PUBLISHER_PROCESS``: ``1`` (the default from the environment) runs the views'

@@ -66,21 +66,25 @@ def _locked(datastore: Any) -> Iterator[Any]:
         yield cursor
 
 
+#: The secret's table, made by whoever reads it first.
+SECRET_DDL = "CREATE TABLE IF NOT EXISTS {} (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
+
+
 def store_transaction(
-    recorder: Any, table: str
+    recorder: Any,
 ) -> tuple[contextlib.AbstractContextManager[Any], str, str] | None:
     """A write transaction on the database of ``recorder`` (an eventsourcing application
-    recorder) for Baton's own small table ``table``: the transaction, the table's qualified name
-    and the parameter mark; None for an in-memory store. Safe when several instances create the
-    table at once."""
+    recorder) for Baton's own small tables there: the transaction, the prefix that qualifies a
+    table's name (the schema on PostgreSQL) and the parameter mark; None for an in-memory store.
+    Safe when several instances create such tables at once."""
     if isinstance(recorder, PostgresRecorder):
         datastore = recorder.datastore
         # Instances creating the table at once would race in the catalogue: the schema lock.
-        return _locked(datastore), f'"{datastore.schema}".{table}', "%s"
+        return _locked(datastore), f'"{datastore.schema}".', "%s"
     if isinstance(recorder, SQLiteRecorder):
         # The write lock first: the service commits to this file meanwhile, and a deferred
         # transaction that looked at the schema could not write after such a commit.
-        return sqlite_write(recorder.datastore), table, "?"
+        return sqlite_write(recorder.datastore), "", "?"
     return None
 
 
@@ -89,15 +93,14 @@ def deployment_secret(recorder: Any) -> bytes:
     application recorder); made on first use. Safe when several instances start at once (on
     PostgreSQL under the schema lock; the first insert wins, every instance reads the row
     back). An in-memory store keeps it for the life of the recorder."""
-    found = store_transaction(recorder, SECRET_TABLE)
+    found = store_transaction(recorder)
     if found is None:
         with _memory_lock:
             return _memory.setdefault(recorder, secrets.token_bytes(32))
-    transaction, table, mark = found
+    transaction, prefix, mark = found
+    table = prefix + SECRET_TABLE
     with transaction as cursor:
-        cursor.execute(
-            f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, secret TEXT NOT NULL)"
-        )
+        cursor.execute(SECRET_DDL.format(table))
         # The first insert wins; every instance reads the row back.
         cursor.execute(
             f"INSERT INTO {table} (id, secret) VALUES (1, {mark}) ON CONFLICT (id) DO NOTHING",
@@ -112,6 +115,7 @@ def deployment_secret(recorder: Any) -> bytes:
 __all__ = [
     "MAC_HEX",
     "NATURAL",
+    "SECRET_DDL",
     "SECRET_TABLE",
     "MessageIds",
     "deployment_secret",

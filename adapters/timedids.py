@@ -6,14 +6,19 @@ the same session, nor claim across sessions while a timed task has work. So a st
 its tasks may be timed: the mark ``timed_ids`` in table ``baton_store_marks`` of the event
 store's own database (beside the deployment secret). Left unset, the setting follows the store:
 
-- a store that holds no event yet is new: no earlier release has used it, so it is marked and
-  its ids are timed from the first task on;
+- a store that holds no event and no deployment secret yet is new: no earlier release has
+  started on it (every release since stream ids were keyed, 2026-12-01, records the secret as
+  it starts, before any task), so it is marked and its ids are timed from the first task on;
 - a marked store makes timed ids;
 - a store with events and no mark was written by an earlier release, which may still share it
   (a rolling upgrade) or come back (a rollback): its ids stay untimed until ``BATON_TIMED_IDS=1``,
   set once no earlier release is left, marks it.
 
 ``0`` makes untimed ids whatever the mark says (tasks of both kinds are found either way).
+The decision is made as an instance starts, before it records its own secret. The mark stays:
+going back to an earlier release needs every timed task ended first, and so does rolling out
+this one again after that (run it with ``0`` until the earlier release is gone; or delete the
+mark, ``DELETE FROM baton_store_marks WHERE name = 'timed_ids'``, before the rollout).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import threading
 import weakref
 from typing import Any
 
-from baton.adapters.streamids import store_transaction
+from baton.adapters.streamids import SECRET_DDL, SECRET_TABLE, store_transaction
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +45,23 @@ def timed_ids(recorder: Any, setting: bool | None) -> bool:
     answer is yes and it is not marked yet. Safe when several instances start at once."""
     if setting is False:
         return False
-    empty = not recorder.max_notification_id()
-    found = store_transaction(recorder, MARKS_TABLE)
+    no_events = not recorder.max_notification_id()
+    found = store_transaction(recorder)
     if found is None:  # an in-memory store: marked for the life of the recorder
         with _memory_lock:
-            if setting or empty:
+            if setting or no_events:
                 _memory[recorder] = True
             return _memory.get(recorder, False)
-    transaction, table, mark = found
+    transaction, prefix, mark = found
+    table, secrets = prefix + MARKS_TABLE, prefix + SECRET_TABLE
     with transaction as cursor:
         cursor.execute(
             f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, marked_at TEXT NOT NULL)"
         )
-        if setting or empty:
+        cursor.execute(SECRET_DDL.format(secrets))
+        cursor.execute(f"SELECT id FROM {secrets} WHERE id = 1")
+        started_before = cursor.fetchone() is not None  # by an instance of any release
+        if setting or (no_events and not started_before):
             cursor.execute(
                 f"INSERT INTO {table} (name, marked_at) VALUES ({mark}, CURRENT_TIMESTAMP) "
                 "ON CONFLICT (name) DO NOTHING",

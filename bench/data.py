@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from baton.adapters.config import Settings, event_store_env
+from baton.adapters.timedids import timed_ids
 from baton.domain import commands as c
 from baton.domain.services import BatonApp
 
@@ -50,8 +51,11 @@ def env_for(settings: Settings) -> dict[str, str]:
 
 
 def open_app(settings: Settings) -> BatonApp:
-    """The application service on the store ``settings`` name, in this process."""
-    return BatonApp(event_store_env(settings))
+    """The application service on the store ``settings`` name, in this process, making the ids
+    ``baton serve`` would make there (``BATON_TIMED_IDS`` decided with the store)."""
+    app = BatonApp(event_store_env(settings))
+    app.timed_ids = timed_ids(app.recorder, settings.timed_ids)
+    return app
 
 
 def run_commands(app: BatonApp, commands: Sequence[c.Command], batch: int) -> list[Any]:

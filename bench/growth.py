@@ -1,14 +1,14 @@
 """Benchmark 8: commands/s at 100 in flight as the store grows, with and without timed ids.
 
 Benchmark 1 measures on a store that is nearly empty. Here two services run side by side, each on
-its own nats-server and data directory, one with timed ids (``BATON_TIMED_IDS=1``, the default:
-new task ids carry their creation time) and one without (``0``: every aggregate id is the uuid5
-of its name, as in earlier releases). Both get the same load (benchmark 1's plans through
-``BatonClient``), a round of it at a time, alternating, until each store holds about
-``rounds x plans`` tasks. The first
-and the last rounds are measured: commands/s, the service's CPU per command (user + system, from
-/proc) and its bytes written per command (``wchar``: the event store's log and checkpoints, and
-the workspaces). The publisher's CPU per command is shown too; it does not bound the replies.
+its own nats-server and data directory, one with timed ids (``BATON_TIMED_IDS=1``: new task ids
+carry their creation time, as on any store Baton starts empty) and one without (``0``: every
+aggregate id is the uuid5 of its name, as in earlier releases). Both get the same load
+(benchmark 1's plans through ``BatonClient``), a round of it at a time, alternating, until each
+store holds about ``rounds x plans`` tasks. The first and the last rounds are measured:
+commands/s, the service's CPU per command (user + system, from /proc) and its bytes written per
+command (``wchar``: the event store's log and checkpoints, and the workspaces). The publisher's
+CPU per command is shown too; it does not bound the replies.
 
 What to read: with uuid5 ids every command of a big store dirties a page of the events index of
 its own for its task, so bytes and CPU per command grow with the store; with timed ids, the tasks

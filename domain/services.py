@@ -211,7 +211,7 @@ class BatonApp(Application[UUID]):
         clock: Callable[[], float] = time.time,
         default_lease_s: float = 300.0,
         max_message_bytes: int | None = None,
-        timed_ids: bool = True,
+        timed_ids: bool = False,
     ) -> None:
         super().__init__(env)
         cache = self.repository.cache
@@ -226,8 +226,9 @@ class BatonApp(Application[UUID]):
         #: accepted command must fit in it (None: not connected, no limit checked).
         self.max_message_bytes = max_message_bytes
         #: New task ids carry their creation time, so their events are stored in time order
-        #: (``ids``). ``baton serve`` decides it with the store (``adapters/timedids.py``): off
-        #: where an earlier release, which cannot work with timed tasks, may share it.
+        #: (``ids``). Off unless asked: ``baton serve`` decides it with the store
+        #: (``adapters/timedids.py``), off where an earlier release, which cannot work with
+        #: timed tasks, may share it.
         self.timed_ids = timed_ids
         #: Commands change cached aggregates in place under this lock; readers copy under it.
         self.write_lock = RLock()

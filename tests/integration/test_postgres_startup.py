@@ -39,7 +39,8 @@ def _start(settings: Settings, barrier: threading.Barrier) -> tuple[bytes, bool]
         app.factory.tracking_recorder()
         projections = Projections(app)
         try:
-            return deployment_secret(app.recorder), timed_ids(app.recorder, None)
+            timed = timed_ids(app.recorder, None)  # as serve: before the secret
+            return deployment_secret(app.recorder), timed
         finally:
             projections.close()
     finally:

@@ -15,9 +15,11 @@ import pytest
 from psycopg import sql
 
 from baton.adapters.config import Settings, event_store_env
+from baton.adapters.streamids import deployment_secret
 from baton.adapters.timedids import timed_ids
 from baton.domain import commands as c
 from baton.domain.services import BatonApp
+from tests.integration.nats_support import running_baton, settings_for
 from tests.plans import seq
 from tests.unit.support import statuses
 
@@ -103,6 +105,18 @@ def test_a_store_an_earlier_release_wrote_keeps_untimed_ids_until_1_marks_it(
         assert statuses(off.task_view(task_id)) == {"a": "completed", "b": "current"}
 
 
+def test_a_store_an_earlier_release_started_on_stays_untimed_before_its_first_task(
+    open_app: OpenApp,
+) -> None:
+    """An earlier release records the deployment secret as it starts: its store holds no event
+    yet, and still it may be serving (a rolling upgrade of a deployment without tasks)."""
+    earlier = open_app()
+    deployment_secret(earlier.recorder)
+    assert not earlier.recorder.max_notification_id()
+    assert not _start(open_app, None).timed_ids
+    assert _start(open_app, True).timed_ids  # until 1 marks it
+
+
 def test_0_on_an_empty_store_leaves_it_unmarked(open_app: OpenApp) -> None:
     app = _start(open_app, False)
     assert not app.timed_ids
@@ -128,3 +142,18 @@ async def test_baton_serve_decides_with_its_store(start_baton: Any) -> None:
     plain = await start_baton(timed_ids=False)
     untimed = await plain.client.create_task(task_name="report", plan=seq("a"))
     assert UNTIMED.match(untimed["task_id"])
+
+
+async def test_baton_serve_keeps_untimed_ids_on_a_store_an_earlier_release_wrote(
+    nats_url: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "earlier"
+    earlier = BatonApp(event_store_env(Settings(data_dir=data_dir)))  # untimed, no mark
+    try:
+        old = _create(earlier, "old")
+    finally:
+        earlier.close()
+    async with running_baton(settings_for(nats_url, data_dir)) as upgraded:  # unset
+        made = await upgraded.client.create_task(task_name="report", plan=seq("a"))
+        assert UNTIMED.match(made["task_id"])
+        assert (await upgraded.client.task(task_id=old))["status"] == "running"
