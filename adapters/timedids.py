@@ -10,15 +10,15 @@ store's own database (beside the deployment secret). Left unset, the setting fol
   started on it (every release since stream ids were keyed, 2026-12-01, records the secret as
   it starts, before any task), so it is marked and its ids are timed from the first task on;
 - a marked store makes timed ids;
-- a store with events and no mark was written by an earlier release, which may still share it
-  (a rolling upgrade) or come back (a rollback): its ids stay untimed until ``BATON_TIMED_IDS=1``,
-  set once no earlier release is left, marks it.
+- a store with events or a secret and no mark is one an earlier release started on, which may
+  still share it (a rolling upgrade) or come back (a rollback): its ids stay untimed until
+  ``BATON_TIMED_IDS=1``, set once no earlier release is left, marks it.
 
 ``0`` makes untimed ids whatever the mark says (tasks of both kinds are found either way).
 The decision is made as an instance starts, before it records its own secret. The mark stays:
-going back to an earlier release needs every timed task ended first, and so does rolling out
-this one again after that (run it with ``0`` until the earlier release is gone; or delete the
-mark, ``DELETE FROM baton_store_marks WHERE name = 'timed_ids'``, before the rollout).
+going back to an earlier release needs every timed task ended first; rolling this one out again
+after that needs ``0`` until the earlier release is gone (or the mark deleted before the
+rollout: ``DELETE FROM baton_store_marks WHERE name = 'timed_ids'``).
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ def timed_ids(recorder: Any, setting: bool | None) -> bool:
         marked = cursor.fetchone() is not None
     if not marked:
         log.info(
-            "task ids stay untimed: the store was written by an earlier release, which cannot "
-            "find timed ones; BATON_TIMED_IDS=1 turns them on once none is left"
+            "task ids stay untimed: an earlier release started on this store and may still share "
+            "it, and it cannot work with timed ones; BATON_TIMED_IDS=1 turns them on once none "
+            "is left"
         )
     return marked
 
