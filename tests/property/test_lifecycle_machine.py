@@ -100,11 +100,17 @@ class Ref:
     def running(self) -> bool:
         return self.status == "running"
 
-    def satisfied(self, name: str) -> bool:
+    def satisfied(self, name: str, path: frozenset[str] = frozenset()) -> bool:
+        """In a sequential plan, done and with every dependency satisfied. A replan that moves
+        a history step before one it used to follow makes a cycle (the history step keeps its
+        old dependency): nothing on a cycle is ever satisfied, as nothing there is first."""
         s = self.steps[name]
         if not self.sequential:
             return s.status in GRAPH_SATISFIED
-        return s.status in SEQUENTIAL_SATISFIED and all(self.satisfied(d) for d in s.deps)
+        if name in path:
+            return False
+        path = path | {name}
+        return s.status in SEQUENTIAL_SATISFIED and all(self.satisfied(d, path) for d in s.deps)
 
     def deps_satisfied(self, s: RefStep) -> bool:
         return all(self.satisfied(d) for d in s.deps if d in self.steps)
