@@ -4,7 +4,7 @@ Where an aggregate's events are stored follows its id: the event store's index i
 An RFC 4122 name-based (version 5) uuid lands anywhere in that index, so on a big store every
 task's command wrote an index page of its own (``bench growth``, at ~9,100 tasks: the service
 wrote 39 KiB per command, against 22 KiB on an empty store, and its CPU per command was 1.3x
-the empty store's; with timed task ids, 24 KiB and 0.86x the CPU of uuid5 ids). Task ids made
+the empty store's; with timed task ids, 25 KiB and 0.86-0.92x the CPU of uuid5 ids). Task ids made
 with their creation time in them (``new_task_id``) map to uuids in UUIDv7's layout instead: that
 time in the first 48 bits, so the tasks of the last few minutes, the ones being worked on, share
 a few pages at the end of the index. Every other id maps to the version 5 uuid of its name, as it
