@@ -22,14 +22,12 @@ from typing import Any
 
 from bench.data import settings_for
 from bench.harness import (
-    COMMANDS_PER_PLAN,
     Child,
     baton_env,
     children_of,
-    connect_client,
     cpu_seconds,
     nats_server,
-    plans_through_baton,
+    plan_commands,
     run_async,
 )
 from bench.stats import Series, header, note
@@ -65,11 +63,13 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
                     total = Series("all four", "ms/cmd")
                     rate = Series("commands/s", "commands/s")
                     plans = _plans(in_flight, quick)
-                    run_async(lambda n=in_flight: _load(server.url, n, max(n, 10)))  # warm
+                    run_async(lambda n=in_flight: plan_commands(server.url, n, max(n, 10)))  # warm
                     for _ in range(runs):
                         before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
                         start = time.perf_counter()
-                        done = run_async(lambda n=in_flight, p=plans: _load(server.url, n, p))
+                        done = run_async(
+                            lambda n=in_flight, p=plans: plan_commands(server.url, n, p)
+                        )
                         elapsed = time.perf_counter() - start
                         spent = {n: cpu_seconds(pid) - before[n] for n, pid in pids.items() if pid}
                         for name, seconds in spent.items():
@@ -92,14 +92,3 @@ def run(quick: bool, **_: Any) -> dict[str, Any]:
         finally:
             server.stop()
     return results
-
-
-async def _load(url: str, in_flight: int, plans: int) -> int:
-    client = await connect_client(url)
-    try:
-        load = await plans_through_baton(client, in_flight, plans)
-    finally:
-        await client.close()
-    if load.errors:
-        raise RuntimeError(f"{load.errors} plans did not complete")
-    return plans * COMMANDS_PER_PLAN

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cpu import _load
 from bench.data import settings_for
 from bench.harness import (
     COMMANDS_PER_PLAN,
@@ -36,11 +35,19 @@ from bench.harness import (
     children_of,
     cpu_seconds,
     nats_server,
+    plan_commands,
     run_async,
 )
 from bench.stats import Series, header, note, ratio
 
 IN_FLIGHT = 100
+#: The unit of each figure of a ``Round``.
+UNITS = {
+    "rate": "commands/s",
+    "service_ms": "ms/cmd",
+    "publisher_ms": "ms/cmd",
+    "written_kib": "KiB/cmd",
+}
 
 
 def _written(pid: int) -> int:
@@ -76,7 +83,7 @@ class Service:
         cpu = [cpu_seconds(pid) for pid in pids]
         written = _written(self.child.pid)
         start = time.perf_counter()
-        done = run_async(lambda: _load(self.url, IN_FLIGHT, plans))
+        done = run_async(lambda: plan_commands(self.url, IN_FLIGHT, plans))
         elapsed = time.perf_counter() - start
         if label is None:
             return
@@ -91,13 +98,7 @@ class Service:
         )
 
     def series(self, label: str, what: str) -> Series:
-        units = {
-            "rate": "commands/s",
-            "service_ms": "ms/cmd",
-            "publisher_ms": "ms/cmd",
-            "written_kib": "KiB/cmd",
-        }
-        series = Series(f"{self.name}, {label}: {what}", units[what])
+        series = Series(f"{self.name}, {label}: {what}", UNITS[what])
         for measured in self.rounds.get(label, []):
             series.add(getattr(measured, what))
         return series

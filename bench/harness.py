@@ -245,6 +245,19 @@ async def plans_through_baton(client: Any, in_flight: int, plans: int) -> Load:
 COMMANDS_PER_PLAN = STEPS + 2
 
 
+async def plan_commands(url: str, in_flight: int, plans: int) -> int:
+    """``plans`` of benchmark 1's plans through a client of its own, ``in_flight`` at once; the
+    commands they took (raises if a plan did not complete)."""
+    client = await connect_client(url)
+    try:
+        load = await plans_through_baton(client, in_flight, plans)
+    finally:
+        await client.close()
+    if load.errors:
+        raise RuntimeError(f"{load.errors} plans did not complete")
+    return plans * COMMANDS_PER_PLAN
+
+
 async def echo_requests(nc: Any, in_flight: int, requests: int, body: bytes) -> Load:
     """``requests`` requests to the echo endpoint, ``in_flight`` at once."""
     load = Load()

@@ -79,7 +79,8 @@ def random_hex(nbytes: int) -> str:
 
 
 _NAMESPACE_BYTES: Final = _NAMESPACE.bytes
-#: The bits ``UUID(bytes=..., version=5)`` clears and sets: RFC 4122 variant, version 5.
+#: The bits ``UUID(bytes=..., version=5)`` clears and sets: RFC 4122 variant, version 5 (the
+#: clear mask is the same for any version).
 _V5_CLEAR: Final = ~((0xC000 << 48) | (0xF000 << 64))
 _V5_SET: Final = (0x8000 << 48) | (5 << 76)
 
@@ -88,7 +89,11 @@ def _uuid5(name: str) -> UUID:
     """``uuid5(_NAMESPACE, name)``, built without ``UUID.__init__``'s argument checks (half the
     cost of one, on every command's record)."""
     digest = sha1(_NAMESPACE_BYTES + name.encode()).digest()
-    value = int.from_bytes(digest[:16], "big") & _V5_CLEAR | _V5_SET
+    return _bare_uuid(int.from_bytes(digest[:16], "big") & _V5_CLEAR | _V5_SET)
+
+
+def _bare_uuid(value: int) -> UUID:
+    """The UUID of the 128-bit ``value``, without ``UUID.__init__``'s checks."""
     uuid = object.__new__(UUID)
     object.__setattr__(uuid, "int", value)
     object.__setattr__(uuid, "is_safe", SafeUUID.unknown)
@@ -105,10 +110,7 @@ def _timed_uuid(ms: int, name: str) -> UUID:
     still get distinct uuids, and the same name always the same one."""
     digest = sha1(_NAMESPACE_BYTES + name.encode()).digest()
     value = ((ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(digest[:10], "big")) & _V5_CLEAR
-    uuid = object.__new__(UUID)
-    object.__setattr__(uuid, "int", value | _V7_SET)
-    object.__setattr__(uuid, "is_safe", SafeUUID.unknown)
-    return uuid
+    return _bare_uuid(value | _V7_SET)
 
 
 def now_ms() -> int:
