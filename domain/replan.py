@@ -8,6 +8,9 @@ Rules (docs/contract.md, "Replanning"):
 - In a dependency graph, a step may not depend on a cancelled step (it could never run): 400
   naming the dependency. In a sequential plan a cancelled step counts as done.
 - A current step that stays may not wait on an unfinished step.
+- In a sequential plan a finished step still waits for the steps it followed (so a skipped step
+  does not release the one after it early). A sequential replan that lists a finished step
+  before one it followed would make a cycle nothing on could ever leave: 400 naming the cycle.
 - A failed step that the new plan leaves out and that no unfinished step depends on is skipped
   ("dropped by a replan"), so it does not hold its task open.
 - A task holds at most ``MAX_STEPS`` steps, history included (413 beyond).
@@ -21,7 +24,7 @@ from baton.domain.errors import InvalidPlan, TooLarge
 from baton.domain.lifecycle import STEP_HISTORY, STEP_SATISFIED
 from baton.domain.limits import MAX_STEPS
 from baton.domain.model import Task, step_record
-from baton.domain.plans import Plan, StepSpec, is_sequential, resolve
+from baton.domain.plans import Plan, StepSpec, find_cycle, is_sequential, resolve
 from baton.domain.steps import CANCELLED, CURRENT, FAILED, Step
 from baton.domain.task_state import DONE
 
@@ -45,6 +48,34 @@ def _differs(step: Step, spec: StepSpec) -> bool:
         spec.max_attempts,
         spec.retry_delay_s,
     )
+
+
+def _refuse_a_cycle_through_history(task: Task, specs: list[StepSpec]) -> None:
+    """In a sequential plan a step is satisfied once it is finished *and* what it waits for is,
+    history steps included (they keep the dependencies they had). ``resolve`` refuses cycles
+    among the plan's own steps; this looks at the task as the replan would leave it (history
+    and cancelled steps with their dependencies, the plan's steps with their new ones) from
+    every step still to run (the plan's, and failed ones, which a retry makes pending): a
+    cycle none of them waits on holds nothing up and is let be."""
+    graph: dict[str, tuple[str, ...]] = {s.step_name: tuple(s.depends_on) for s in task.steps}
+    planned = {spec.step_name for spec in specs}
+    graph.update({spec.step_name: spec.depends_on for spec in specs})
+    seen: set[str] = set()
+    stack = [*planned, *(s.step_name for s in task.steps if s.status == FAILED)]
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(graph.get(name, ()))
+    cycle = find_cycle({name: graph[name] for name in seen if name in graph})
+    if cycle:
+        finished = [n for n in dict.fromkeys(cycle) if n not in planned]
+        raise InvalidPlan(
+            f"this sequential plan would make a dependency cycle: {' -> '.join(cycle)}. A "
+            f"finished step ({', '.join(map(repr, finished))}) still waits for the steps it "
+            "followed, so nothing on the cycle could run; list it after them, or leave it out",
+            details={"cycle": cycle, "finished": finished},
+        )
 
 
 def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
@@ -93,6 +124,8 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
             details={"steps": next_index, "limit": MAX_STEPS},
         )
     removed = [name for name in remaining if name not in wanted]
+    if sequential:
+        _refuse_a_cycle_through_history(task, specs)
 
     status_after = {s.step_name: s.status for s in task.steps if s.step_name not in removed}
     status_after.update({r["step_name"]: "pending" for r in added})

@@ -101,14 +101,13 @@ class Ref:
         return self.status == "running"
 
     def satisfied(self, name: str, path: frozenset[str] = frozenset()) -> bool:
-        """In a sequential plan, done and with every dependency satisfied. A replan that moves
-        a history step before one it used to follow makes a cycle (the history step keeps its
-        old dependency): nothing on a cycle is ever satisfied, as nothing there is first."""
+        """In a sequential plan, done and with every dependency satisfied (history steps keep
+        their dependencies). A replan that would make a step still to run wait on a cycle is
+        refused (``replan_error``), so the model never meets one."""
         s = self.steps[name]
         if not self.sequential:
             return s.status in GRAPH_SATISFIED
-        if name in path:
-            return False
+        assert name not in path, f"a step still to run waits on a cycle through {name!r}"
         path = path | {name}
         return s.status in SEQUENTIAL_SATISFIED and all(self.satisfied(d, path) for d in s.deps)
 
@@ -262,6 +261,8 @@ class Ref:
             current = name in remaining and remaining[name].status == "current"
             if current and any(after.get(d) not in allowed for d in deps):
                 return 400
+        if sequential and _waits_on_a_cycle(self.steps, specs):
+            return 400
         return None
 
     def replan(self, plan: PlanSteps) -> dict[str, list[str]]:
@@ -308,6 +309,30 @@ class Ref:
             ):
                 self.leave(s, "skipped")
         return diff
+
+
+def _waits_on_a_cycle(
+    steps: dict[str, RefStep], specs: list[tuple[str, str, list[str], int, float]]
+) -> bool:
+    """Whether, after a sequential replan, a step still to run (the plan's, or a failed one a
+    retry makes pending) waits through some chain on a cycle: every step keeps or takes its
+    dependencies (history its old ones, the plan's steps their new ones)."""
+    deps = {n: list(s.deps) for n, s in steps.items()}
+    deps.update({name: list(d) for name, _, d, _, _ in specs})
+    roots = [name for name, *_ in specs] + [n for n, s in steps.items() if s.status == "failed"]
+    reach: set[str] = set()
+    while roots:
+        n = roots.pop()
+        if n not in reach:
+            reach.add(n)
+            roots.extend(deps.get(n, []))
+    graph = {n: [d for d in deps.get(n, []) if d in reach] for n in reach}
+    peeled: set[str] = set()
+    while True:
+        free = {n for n, ds in graph.items() if n not in peeled and all(d in peeled for d in ds)}
+        if not free:
+            return len(peeled) != len(graph)
+        peeled |= free
 
 
 def is_sequential(plan: PlanSteps) -> bool:

@@ -23,13 +23,14 @@ def app(clock: FakeClock) -> BatonApp:
 
 @pytest.fixture
 def rejected(app: BatonApp) -> Callable[..., Any]:
-    """``with rejected(InvalidTransition, 409): ...``: raises that error, appends nothing."""
+    """``with rejected(InvalidTransition, 409) as caught: ...``: raises that error
+    (``caught.value``), appends nothing."""
 
     @contextmanager
-    def check(kind: type[BatonError], code: int) -> Iterator[None]:
+    def check(kind: type[BatonError], code: int) -> Iterator[pytest.ExceptionInfo[BatonError]]:
         before = notification_count(app)
         with pytest.raises(kind) as caught:
-            yield
+            yield caught
         assert caught.value.code == code
         assert caught.value.to_dict()["code"] == code
         assert notification_count(app) == before

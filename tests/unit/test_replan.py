@@ -129,3 +129,43 @@ def test_a_replan_can_revise_goal_inputs_and_context(app):
     )
     assert (reply["goal"], reply["inputs_params"], reply["context"]) == ("g2", {"x": 1}, {"k": 2})
     assert all("k" not in s["context"] for s in reply["steps"])  # once, on top
+
+
+def test_a_sequential_replan_that_would_make_a_finished_step_wait_on_itself_is_refused(
+    app, rejected
+):
+    # e is cancelled while it still follows b; listing e before b in a sequential plan would
+    # make b wait for e and e (a cancelled step waits for what it followed) for b: nothing on
+    # that cycle could ever run, so the task would be stuck. Refused, naming the cycle.
+    view = create(app, seq("a", "b", "e"))
+    app.handle(c.NextStep(task_id=view["task_id"], plan=graph(a=[], b=["a"])))
+    before = app.task_view(view["task_id"])
+    assert statuses(before) == {"a": "completed", "b": "current", "e": "cancelled"}
+    with rejected(InvalidPlan, 400) as caught:
+        replan(app, view["task_id"], seq("e", "a", "b", "c"))
+    assert set(caught.value.details["cycle"]) == {"b", "e"}
+    assert "e" in str(caught.value) and "b" in str(caught.value)
+    assert app.task_view(view["task_id"])["version"] == before["version"]
+
+
+def test_a_sequential_replan_that_lists_finished_steps_in_their_order_still_runs_to_the_end(app):
+    view = create(app, seq("a", "b", "e"))
+    app.handle(c.NextStep(task_id=view["task_id"], plan=graph(a=[], b=["a"])))
+    reply = replan(app, view["task_id"], seq("a", "b", "e", "c"))
+    assert statuses(reply) == {"a": "completed", "b": "current", "e": "cancelled", "c": "pending"}
+    assert app.handle(c.NextStep(task_id=view["task_id"]))["step"]["step_name"] == "c"
+    assert app.handle(c.NextStep(task_id=view["task_id"]))["status"] == "completed"
+
+
+def test_a_cycle_among_finished_steps_that_nothing_waits_on_does_not_refuse_a_replan(app):
+    # In a graph, h is skipped while it waits for x, then x is made to wait for h (a skipped
+    # step satisfies a graph): h and x wait on each other. A sequential plan that drops x
+    # cancels it; nothing left to run waits on either, so the plan is accepted and runs.
+    view = create(app, graph(a=[], x=["a"], h=["x"]))
+    task_id = view["task_id"]
+    app.handle(c.SkipStep(task_id=task_id, step_id=sid(view, "h")))
+    replan(app, task_id, graph(a=[], x=["h"]))
+    reply = replan(app, task_id, seq("a", "y"))
+    assert statuses(reply) == {"a": "current", "x": "cancelled", "h": "skipped", "y": "pending"}
+    assert app.handle(c.NextStep(task_id=task_id))["step"]["step_name"] == "y"
+    assert app.handle(c.NextStep(task_id=task_id))["status"] == "completed"
