@@ -9,8 +9,9 @@ Rules (docs/contract.md, "Replanning"):
   naming the dependency. In a sequential plan a cancelled step counts as done.
 - A current step that stays may not wait on an unfinished step.
 - In a sequential plan a finished step still waits for the steps it followed (so a skipped step
-  does not release the one after it early). A sequential replan that lists a finished step
-  before one it followed would make a cycle nothing on could ever leave: 400 naming the cycle.
+  does not release the one after it early), and history keeps its dependencies. A sequential
+  replan that would leave a step still to run waiting on a cycle (e.g. a history step listed
+  before one it followed) is refused: 400 naming the step, the path and the cycle.
 - A failed step that the new plan leaves out and that no unfinished step depends on is skipped
   ("dropped by a replan"), so it does not hold its task open.
 - A task holds at most ``MAX_STEPS`` steps, history included (413 beyond).
@@ -25,7 +26,7 @@ from baton.domain.lifecycle import STEP_HISTORY, STEP_SATISFIED
 from baton.domain.limits import MAX_STEPS
 from baton.domain.model import Task, step_record
 from baton.domain.plans import Plan, StepSpec, find_cycle, is_sequential, resolve
-from baton.domain.steps import CANCELLED, CURRENT, FAILED, Step
+from baton.domain.steps import CANCELLED, CURRENT, FAILED, PENDING, SKIPPED, Step
 from baton.domain.task_state import DONE
 
 HISTORY = frozenset(s.value for s in STEP_HISTORY)
@@ -50,32 +51,65 @@ def _differs(step: Step, spec: StepSpec) -> bool:
     )
 
 
-def _refuse_a_cycle_through_history(task: Task, specs: list[StepSpec]) -> None:
-    """In a sequential plan a step is satisfied once it is finished *and* what it waits for is,
-    history steps included (they keep the dependencies they had). ``resolve`` refuses cycles
-    among the plan's own steps; this looks at the task as the replan would leave it (history
-    and cancelled steps with their dependencies, the plan's steps with their new ones) from
-    every step still to run (the plan's, and failed ones, which a retry makes pending): a
-    cycle none of them waits on holds nothing up and is let be."""
-    graph: dict[str, tuple[str, ...]] = {s.step_name: tuple(s.depends_on) for s in task.steps}
-    planned = {spec.step_name for spec in specs}
-    graph.update({spec.step_name: spec.depends_on for spec in specs})
-    seen: set[str] = set()
-    stack = [*planned, *(s.step_name for s in task.steps if s.status == FAILED)]
-    while stack:
-        name = stack.pop()
-        if name not in seen:
-            seen.add(name)
-            stack.extend(graph.get(name, ()))
-    cycle = find_cycle({name: graph[name] for name in seen if name in graph})
-    if cycle:
-        finished = [n for n in dict.fromkeys(cycle) if n not in planned]
-        raise InvalidPlan(
-            f"this sequential plan would make a dependency cycle: {' -> '.join(cycle)}. A "
-            f"finished step ({', '.join(map(repr, finished))}) still waits for the steps it "
-            "followed, so nothing on the cycle could run; list it after them, or leave it out",
-            details={"cycle": cycle, "finished": finished},
-        )
+def _dropped_failures(
+    task: Task, deps: dict[str, tuple[str, ...]], status: dict[str, str], listed: set[str]
+) -> list[str]:
+    """The failed steps a replan skips ("dropped by a replan"): in task order, each one the
+    plan does not list and whose dependents (as the replan leaves them: ``deps`` and
+    ``status``, updated as steps are dropped) are all done."""
+    dependents: dict[str, list[str]] = {}
+    for name, needs in deps.items():
+        for need in needs:
+            dependents.setdefault(need, []).append(name)
+    dropped: list[str] = []
+    for step in task.steps:
+        name = step.step_name
+        if status[name] != FAILED or name in listed:
+            continue
+        if all(status[d] in DONE for d in dependents.get(name, ())):
+            status[name] = SKIPPED
+            dropped.append(name)
+    return dropped
+
+
+def _refuse_a_stuck_step(
+    deps: dict[str, tuple[str, ...]], to_run: list[str], status: dict[str, str]
+) -> None:
+    """In a sequential plan a step is satisfied once it is done *and* what it waits for is
+    (history steps keep the dependencies they had). ``resolve`` refuses cycles among the
+    plan's own steps; this walks, as the replan leaves the task (``deps``, ``status``), from
+    every step still to run (``to_run``: the plan's, in its order, then the failed steps that
+    stay failed, which a retry makes pending): a cycle one of them waits on could never be
+    satisfied, and the step would never run. A cycle none of them waits on holds nothing up."""
+    parent: dict[str, str | None] = {}
+    for root in to_run:
+        if root in parent:
+            continue
+        parent[root] = None
+        stack = [root]
+        while stack:
+            name = stack.pop()
+            for need in deps.get(name, ()):
+                if need not in parent:
+                    parent[need] = name
+                    stack.append(need)
+    cycle = find_cycle({name: deps.get(name, ()) for name in parent})
+    if not cycle:
+        return
+    via = [cycle[0]]
+    while (up := parent[via[0]]) is not None and up not in via:
+        via.insert(0, up)
+    waiting = via[0]
+    history = [n for n in dict.fromkeys(cycle) if status[n] in HISTORY]
+    path = f" (through {' -> '.join(via)})" if len(via) > 1 else ""
+    raise InvalidPlan(
+        f"this plan would leave step {waiting!r} waiting{path} on the dependency cycle "
+        f"{' -> '.join(cycle)}, which can never be satisfied: in a sequential plan a step waits "
+        f"until what it follows is done, and history steps ({', '.join(map(repr, history))}) "
+        "keep the dependencies they had. List a history step after the steps it followed, or "
+        "keep in the plan a step it would cancel",
+        details={"waiting": waiting, "via": via, "cycle": cycle, "history": history},
+    )
 
 
 def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
@@ -124,19 +158,29 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
             details={"steps": next_index, "limit": MAX_STEPS},
         )
     removed = [name for name in remaining if name not in wanted]
+    # The task as this replan leaves it: every step's dependencies and status.
+    deps_after = {s.step_name: tuple(s.depends_on) for s in task.steps}
+    deps_after.update({spec.step_name: spec.depends_on for spec in specs})
+    status_after = {s.step_name: s.status for s in task.steps}
+    status_after.update(dict.fromkeys(removed, CANCELLED))
+    status_after.update({r["step_name"]: PENDING for r in added})
+    listed = {s.step_name for s in plan.steps}
+    dropped = _dropped_failures(task, deps_after, status_after, listed)
     if sequential:
-        _refuse_a_cycle_through_history(task, specs)
+        failing = [s.step_name for s in task.steps if status_after[s.step_name] == FAILED]
+        _refuse_a_stuck_step(deps_after, [spec.step_name for spec in specs] + failing, status_after)
 
-    status_after = {s.step_name: s.status for s in task.steps if s.step_name not in removed}
-    status_after.update({r["step_name"]: "pending" for r in added})
+    # (A removed step is cancelled first; a failed one the replan drops is still failed here.)
+    status_now = {s.step_name: s.status for s in task.steps if s.step_name not in removed}
+    status_now.update({r["step_name"]: PENDING for r in added})
     for spec in specs:
         existing = remaining.get(spec.step_name)
         if existing is not None and existing.status == CURRENT:
             blocking = [
-                d for d in spec.depends_on if status_after.get(d) not in _SATISFIED_FOR_CURRENT
+                d for d in spec.depends_on if status_now.get(d) not in _SATISFIED_FOR_CURRENT
             ]
             if sequential:
-                blocking = [d for d in blocking if status_after.get(d) != CANCELLED]
+                blocking = [d for d in blocking if status_now.get(d) != CANCELLED]
             if blocking:
                 raise InvalidPlan(
                     f"step {spec.step_name!r} is in progress and cannot depend on unfinished "
@@ -164,14 +208,8 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
     )
     for name in removed:
         task.cancel_step(remaining[name], "removed by a replan")
-    listed = {s.step_name for s in plan.steps}
-    for name, step in history.items():
-        if (
-            step.status == FAILED
-            and name not in listed
-            and all(d.status in DONE for d in task.dependents_of(name))
-        ):
-            task.skip_step(step, "dropped by a replan; nothing depends on it")
+    for name in dropped:
+        task.skip_step(history[name], "dropped by a replan; nothing depends on it")
     if plan.context:
         for key, value in plan.context.items():
             task.add_context(key, value)

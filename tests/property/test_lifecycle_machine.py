@@ -261,8 +261,11 @@ class Ref:
             current = name in remaining and remaining[name].status == "current"
             if current and any(after.get(d) not in allowed for d in deps):
                 return 400
-        if sequential and _waits_on_a_cycle(self.steps, specs):
-            return 400
+        if sequential:
+            after = copy.deepcopy(self)
+            after.replan(plan)
+            if _waits_on_a_cycle(after.steps):
+                return 400
         return None
 
     def replan(self, plan: PlanSteps) -> dict[str, list[str]]:
@@ -311,22 +314,18 @@ class Ref:
         return diff
 
 
-def _waits_on_a_cycle(
-    steps: dict[str, RefStep], specs: list[tuple[str, str, list[str], int, float]]
-) -> bool:
-    """Whether, after a sequential replan, a step still to run (the plan's, or a failed one a
-    retry makes pending) waits through some chain on a cycle: every step keeps or takes its
-    dependencies (history its old ones, the plan's steps their new ones)."""
-    deps = {n: list(s.deps) for n, s in steps.items()}
-    deps.update({name: list(d) for name, _, d, _, _ in specs})
-    roots = [name for name, *_ in specs] + [n for n, s in steps.items() if s.status == "failed"]
+def _waits_on_a_cycle(steps: dict[str, RefStep]) -> bool:
+    """Whether, in a task as a sequential replan left it, a step still to run (pending,
+    current, or failed: a retry makes it pending) waits through some chain of dependencies on
+    a cycle."""
     reach: set[str] = set()
-    while roots:
-        n = roots.pop()
+    todo = [n for n, s in steps.items() if s.status in ("pending", "current", "failed")]
+    while todo:
+        n = todo.pop()
         if n not in reach:
             reach.add(n)
-            roots.extend(deps.get(n, []))
-    graph = {n: [d for d in deps.get(n, []) if d in reach] for n in reach}
+            todo.extend(steps[n].deps)
+    graph = {n: [d for d in steps[n].deps if d in reach] for n in reach}
     peeled: set[str] = set()
     while True:
         free = {n for n, ds in graph.items() if n not in peeled and all(d in peeled for d in ds)}

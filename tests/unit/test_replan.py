@@ -143,9 +143,39 @@ def test_a_sequential_replan_that_would_make_a_finished_step_wait_on_itself_is_r
     assert statuses(before) == {"a": "completed", "b": "current", "e": "cancelled"}
     with rejected(InvalidPlan, 400) as caught:
         replan(app, view["task_id"], seq("e", "a", "b", "c"))
-    assert set(caught.value.details["cycle"]) == {"b", "e"}
-    assert "e" in str(caught.value) and "b" in str(caught.value)
+    assert caught.value.details == {
+        "waiting": "b",
+        "via": ["b"],
+        "cycle": ["b", "e", "b"],
+        "history": ["e"],
+    }
+    assert "b -> e -> b" in str(caught.value)
     assert app.task_view(view["task_id"])["version"] == before["version"]
+
+
+def test_the_refusal_is_judged_after_advance_next_and_appends_nothing(app, rejected):
+    # a, b, c, e; task.next with a graph a, b, c cancels e (which followed c). A sequential
+    # replan e, a, b, c, z with advance_next completes b first, then finds c waiting on e and
+    # e on c: refused, and the completion of b is not kept either.
+    view = create(app, seq("a", "b", "c", "e"))
+    task_id = view["task_id"]
+    app.handle(c.NextStep(task_id=task_id, plan=graph(a=[], b=["a"], c=["b"])))
+    before = app.task_view(task_id)
+    assert statuses(before) == {"a": "completed", "b": "current", "c": "pending", "e": "cancelled"}
+    plan = seq("e", "a", "b", "c", "z")
+    for command in (
+        c.ReplanTask(task_id=task_id, plan=plan, advance_next=True),
+        c.NextStep(task_id=task_id, plan=plan),
+    ):
+        with rejected(InvalidPlan, 400) as caught:
+            app.handle(command)
+        assert caught.value.details["cycle"] == ["c", "e", "c"]
+    assert app.task_view(task_id)["version"] == before["version"]
+    # Listing e after c is accepted, and the task runs to its end.
+    reply = app.handle(c.NextStep(task_id=task_id, plan=seq("a", "b", "c", "e", "z")))
+    assert reply["step"]["step_name"] == "c"
+    assert app.handle(c.NextStep(task_id=task_id))["step"]["step_name"] == "z"
+    assert app.handle(c.NextStep(task_id=task_id))["status"] == "completed"
 
 
 def test_a_sequential_replan_that_lists_finished_steps_in_their_order_still_runs_to_the_end(app):
@@ -169,3 +199,41 @@ def test_a_cycle_among_finished_steps_that_nothing_waits_on_does_not_refuse_a_re
     assert statuses(reply) == {"a": "current", "x": "cancelled", "h": "skipped", "y": "pending"}
     assert app.handle(c.NextStep(task_id=task_id))["step"]["step_name"] == "y"
     assert app.handle(c.NextStep(task_id=task_id))["status"] == "completed"
+
+
+def test_a_failed_step_the_replan_drops_does_not_count_as_waiting_on_a_cycle(app):
+    # As above, plus a failed step f waiting on h: the sequential plan leaves f out and
+    # nothing waits on f, so the replan drops it (skipped); nothing left waits on h and x.
+    view = create(app, graph(a=[], x=["a"], h=["x"], f=["h"]))
+    task_id = view["task_id"]
+    app.handle(c.SkipStep(task_id=task_id, step_id=sid(view, "h")))
+    app.handle(c.ClaimStep(task_id=task_id, worker="w"))
+    app.handle(c.ClaimStep(task_id=task_id, worker="w"))
+    app.handle(c.FailStep(task_id=task_id, step_id=sid(view, "f")))
+    replan(app, task_id, graph(a=[], x=["h"], f=["h"]))
+    reply = replan(app, task_id, seq("a", "y"))
+    assert statuses(reply) == {
+        "a": "current",
+        "x": "cancelled",
+        "h": "skipped",
+        "f": "skipped",
+        "y": "pending",
+    }
+
+
+def test_a_failed_step_that_stays_and_waits_on_a_cycle_refuses_the_replan(app, rejected):
+    # The same, but y waits on the failed step: f stays failed, and a retry would make it
+    # wait on the cycle of h and x (cancelled by this plan) for ever.
+    view = create(app, graph(a=[], x=["a"], h=["x"], f=["h"]))
+    task_id = view["task_id"]
+    app.handle(c.SkipStep(task_id=task_id, step_id=sid(view, "h")))
+    app.handle(c.ClaimStep(task_id=task_id, worker="w"))
+    app.handle(c.ClaimStep(task_id=task_id, worker="w"))
+    app.handle(c.FailStep(task_id=task_id, step_id=sid(view, "f")))
+    replan(app, task_id, graph(a=[], x=["h"], f=["h"]))
+    with rejected(InvalidPlan, 400) as caught:
+        replan(app, task_id, seq("a", "f", "y"))
+    assert caught.value.details["waiting"] == "y"
+    assert caught.value.details["via"] == ["y", "f", "h"]
+    assert caught.value.details["cycle"] == ["h", "x", "h"]
+    assert caught.value.details["history"] == ["h", "x"]
