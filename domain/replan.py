@@ -8,10 +8,12 @@ Rules (docs/contract.md, "Replanning"):
 - In a dependency graph, a step may not depend on a cancelled step (it could never run): 400
   naming the dependency. In a sequential plan a cancelled step counts as done.
 - A current step that stays may not wait on an unfinished step.
-- In a sequential plan a finished step still waits for the steps it followed (so a skipped step
-  does not release the one after it early), and history keeps its dependencies. A sequential
-  replan that would leave a step still to run waiting on a cycle (e.g. a history step listed
-  before one it followed) is refused: 400 naming the step, the path and the cycle.
+- No step still to run may be left waiting for ever. History (and what a replan cancels) keeps
+  its dependencies, and in a sequential plan a finished step still waits for the steps it
+  followed (so a skipped step does not release the one after it early). A replan that would
+  leave a step still to run waiting on a cycle (a history step listed before one it followed;
+  in a graph, a step made to depend on a failed step that waits on it) or, in a graph, on a
+  cancelled step is refused: 400 naming the step, the path and the cycle or cancelled step.
 - A failed step that the new plan leaves out and that no unfinished step depends on is skipped
   ("dropped by a replan"), so it does not hold its task open.
 - A task holds at most ``MAX_STEPS`` steps, history included (413 beyond).
@@ -73,14 +75,35 @@ def _dropped_failures(
 
 
 def _refuse_a_stuck_step(
-    deps: dict[str, tuple[str, ...]], to_run: list[str], status: dict[str, str]
+    deps: dict[str, tuple[str, ...]],
+    to_run: list[str],
+    status: dict[str, str],
+    *,
+    sequential: bool,
 ) -> None:
-    """In a sequential plan a step is satisfied once it is done *and* what it waits for is
-    (history steps keep the dependencies they had). ``resolve`` refuses cycles among the
-    plan's own steps; this walks, as the replan leaves the task (``deps``, ``status``), from
-    every step still to run (``to_run``: the plan's, in its order, then the failed steps that
-    stay failed, which a retry makes pending): a cycle one of them waits on could never be
-    satisfied, and the step would never run. A cycle none of them waits on holds nothing up."""
+    """Refuses a replan that would leave a step still to run waiting for ever.
+
+    ``deps`` and ``status`` are the task as the replan leaves it; ``to_run`` its steps still
+    to run (the plan's, in its order, then the failed steps that stay failed: a retry makes
+    them pending). ``resolve`` refuses cycles among the plan's own steps, and a plan step may
+    not name a cancelled step in a graph; history steps, and the steps the replan cancels, keep
+    the dependencies they had, so a step can still end up waiting on what never comes:
+
+    - in a sequential plan a step is satisfied once it is done *and* what it waits for is, so
+      one that waits, through any chain, on a cycle never is;
+    - in a graph a completed or skipped step is satisfied and a cancelled one never is, so a
+      step that waits, through steps still to run, on a cancelled step or a cycle never is.
+
+    A cycle nothing still to run waits on holds nothing up and is let be."""
+    alive = set(to_run)
+
+    def needs(name: str) -> tuple[str, ...]:
+        if sequential:
+            return deps.get(name, ())
+        if name not in alive:  # done (cut) or cancelled (a dead end)
+            return ()
+        return tuple(d for d in deps.get(name, ()) if d in alive or status[d] == CANCELLED)
+
     parent: dict[str, str | None] = {}
     for root in to_run:
         if root in parent:
@@ -89,25 +112,45 @@ def _refuse_a_stuck_step(
         stack = [root]
         while stack:
             name = stack.pop()
-            for need in deps.get(name, ()):
+            for need in needs(name):
                 if need not in parent:
                     parent[need] = name
                     stack.append(need)
-    cycle = find_cycle({name: deps.get(name, ()) for name in parent})
+
+    def path_to(name: str) -> list[str]:
+        via = [name]
+        while (up := parent[via[0]]) is not None:
+            via.insert(0, up)
+        return via
+
+    dead = None if sequential else next((n for n in parent if n not in alive), None)
+    if dead is not None:
+        via = path_to(dead)
+        raise InvalidPlan(
+            f"this plan would leave step {via[0]!r} waiting (through {' -> '.join(via)}) on "
+            f"cancelled step {dead!r}, which will never run: a history step keeps the "
+            "dependencies it had. Keep in the plan the step it would cancel, or skip the step "
+            "that waits on it",
+            details={"waiting": via[0], "via": via, "cancelled": dead},
+        )
+    cycle = find_cycle({name: needs(name) for name in parent})
     if not cycle:
         return
-    via = [cycle[0]]
-    while (up := parent[via[0]]) is not None and up not in via:
-        via.insert(0, up)
+    via = path_to(cycle[0])
     waiting = via[0]
     history = [n for n in dict.fromkeys(cycle) if status[n] in HISTORY]
     path = f" (through {' -> '.join(via)})" if len(via) > 1 else ""
+    if sequential:
+        rule = "in a sequential plan a step waits until what it follows is done"
+        advice = "List a history step after the steps it followed, or keep in the plan a step "
+        advice += "it would cancel"
+    else:
+        rule = "nothing on it can run first"
+        advice = "Skip the failed step, or do not make a step depend on one that waits on it"
     raise InvalidPlan(
         f"this plan would leave step {waiting!r} waiting{path} on the dependency cycle "
-        f"{' -> '.join(cycle)}, which can never be satisfied: in a sequential plan a step waits "
-        f"until what it follows is done, and history steps ({', '.join(map(repr, history))}) "
-        "keep the dependencies they had. List a history step after the steps it followed, or "
-        "keep in the plan a step it would cancel",
+        f"{' -> '.join(cycle)}, which can never be satisfied: {rule}, and history steps "
+        f"({', '.join(map(repr, history))}) keep the dependencies they had. {advice}",
         details={"waiting": waiting, "via": via, "cycle": cycle, "history": history},
     )
 
@@ -166,9 +209,13 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
     status_after.update({r["step_name"]: PENDING for r in added})
     listed = {s.step_name for s in plan.steps}
     dropped = _dropped_failures(task, deps_after, status_after, listed)
-    if sequential:
-        failing = [s.step_name for s in task.steps if status_after[s.step_name] == FAILED]
-        _refuse_a_stuck_step(deps_after, [spec.step_name for spec in specs] + failing, status_after)
+    failing = [s.step_name for s in task.steps if status_after[s.step_name] == FAILED]
+    _refuse_a_stuck_step(
+        deps_after,
+        [spec.step_name for spec in specs] + failing,
+        status_after,
+        sequential=sequential,
+    )
 
     # (A removed step is cancelled first; a failed one the replan drops is still failed here.)
     status_now = {s.step_name: s.status for s in task.steps if s.step_name not in removed}

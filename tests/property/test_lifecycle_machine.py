@@ -261,11 +261,14 @@ class Ref:
             current = name in remaining and remaining[name].status == "current"
             if current and any(after.get(d) not in allowed for d in deps):
                 return 400
-        if sequential:
-            after = copy.deepcopy(self)
-            after.replan(plan)
-            if _waits_on_a_cycle(after.steps):
-                return 400
+        after = copy.deepcopy(self)
+        after.replan(plan)
+        if waits_for_ever(
+            {n: s.status for n, s in after.steps.items()},
+            {n: s.deps for n, s in after.steps.items()},
+            sequential=sequential,
+        ):
+            return 400
         return None
 
     def replan(self, plan: PlanSteps) -> dict[str, list[str]]:
@@ -314,24 +317,32 @@ class Ref:
         return diff
 
 
-def _waits_on_a_cycle(steps: dict[str, RefStep]) -> bool:
-    """Whether, in a task as a sequential replan left it, a step still to run (pending,
-    current, or failed: a retry makes it pending) waits through some chain of dependencies on
-    a cycle."""
-    reach: set[str] = set()
-    todo = [n for n, s in steps.items() if s.status in ("pending", "current", "failed")]
-    while todo:
-        n = todo.pop()
-        if n not in reach:
-            reach.add(n)
-            todo.extend(steps[n].deps)
-    graph = {n: [d for d in steps[n].deps if d in reach] for n in reach}
-    peeled: set[str] = set()
-    while True:
-        free = {n for n, ds in graph.items() if n not in peeled and all(d in peeled for d in ds)}
-        if not free:
-            return len(peeled) != len(graph)
-        peeled |= free
+def waits_for_ever(
+    status: dict[str, str], deps: dict[str, list[str]], *, sequential: bool
+) -> list[str]:
+    """The steps still to run (pending, current, or failed: a retry makes one pending) that
+    could never become ready, even if every other step still to run were done: the least set
+    of dependencies that will be satisfied, grown until it stops growing. In a graph a
+    completed or skipped step is satisfied, a cancelled one never, and one still to run once
+    its own dependencies are; in a sequential plan a step is satisfied once it is done and its
+    dependencies are (whatever its status, as every step is done or still to run)."""
+    to_run = {n for n, st in status.items() if st in ("pending", "current", "failed")}
+    will: set[str] = set()
+
+    def deps_will(n: str) -> bool:
+        return all(d in will for d in deps[n] if d in status)
+
+    def becomes_satisfied(n: str) -> bool:
+        if sequential:
+            return deps_will(n)
+        return status[n] in GRAPH_SATISFIED or (n in to_run and deps_will(n))
+
+    grew = True
+    while grew:
+        grown = {n for n in status if n not in will and becomes_satisfied(n)}
+        will |= grown
+        grew = bool(grown)
+    return sorted(n for n in to_run if not deps_will(n))
 
 
 def is_sequential(plan: PlanSteps) -> bool:
@@ -921,6 +932,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         for s in view["steps"]:
             if s["status"] == "current":
                 assert all(status[d] in done for d in s["depends_on"] if d in status)
+
+    @invariant()
+    def no_step_still_to_run_waits_for_ever(self) -> None:
+        view = self.view()
+        if view["status"] == "running":
+            status = {s["step_name"]: s["status"] for s in view["steps"]}
+            deps = {s["step_name"]: s["depends_on"] for s in view["steps"]}
+            assert not waits_for_ever(status, deps, sequential=view["sequential"])
 
     @invariant()
     def a_task_completes_by_itself_exactly_when_every_step_is_finished(self) -> None:

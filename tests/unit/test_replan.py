@@ -237,3 +237,37 @@ def test_a_failed_step_that_stays_and_waits_on_a_cycle_refuses_the_replan(app, r
     assert caught.value.details["via"] == ["y", "f", "h"]
     assert caught.value.details["cycle"] == ["h", "x", "h"]
     assert caught.value.details["history"] == ["h", "x"]
+
+
+def test_a_graph_replan_may_not_make_a_step_and_a_failed_one_wait_on_each_other(app, rejected):
+    # f failed while still pending (waiting on p); making p wait on f would deadlock them
+    # once f is retried: f waits on p, p on f, and neither is shown failed any more.
+    view = create(app, graph(a=[], p=["a"], f=["p"]))
+    task_id = view["task_id"]
+    app.handle(c.FailStep(task_id=task_id, step_id=sid(view, "f")))
+    with rejected(InvalidPlan, 400) as caught:
+        replan(app, task_id, graph(a=[], p=["f"]))
+    assert caught.value.details == {
+        "waiting": "p",
+        "via": ["p"],
+        "cycle": ["p", "f", "p"],
+        "history": ["f"],
+    }
+    # Skipping f first makes the same plan fine: a skipped step satisfies a graph.
+    app.handle(c.SkipStep(task_id=task_id, step_id=sid(view, "f")))
+    reply = replan(app, task_id, graph(a=[], p=["f"]))
+    assert statuses(reply) == {"a": "current", "p": "pending", "f": "skipped"}
+
+
+def test_a_graph_replan_may_not_cancel_a_step_a_failed_step_still_to_run_waits_on(app, rejected):
+    # g waits on the failed f, and f (a history step, with its dependencies) on x: a plan
+    # that leaves x out cancels it, and f, once retried, would wait on it for ever.
+    view = create(app, graph(a=[], x=["a"], f=["x"]))
+    task_id = view["task_id"]
+    app.handle(c.FailStep(task_id=task_id, step_id=sid(view, "f")))
+    with rejected(InvalidPlan, 400) as caught:
+        replan(app, task_id, graph(a=[], g=["f"]))
+    assert caught.value.details == {"waiting": "g", "via": ["g", "f", "x"], "cancelled": "x"}
+    # Keeping x in the plan is fine.
+    reply = replan(app, task_id, graph(a=[], x=["a"], g=["f"]))
+    assert reply["diff"] == {"added": ["g"], "changed": [], "removed": []}
