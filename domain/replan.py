@@ -56,22 +56,29 @@ def _differs(step: Step, spec: StepSpec) -> bool:
 def _dropped_failures(
     task: Task, deps: dict[str, tuple[str, ...]], status: dict[str, str], listed: set[str]
 ) -> list[str]:
-    """The failed steps a replan skips ("dropped by a replan"): in task order, each one the
+    """The failed steps a replan skips ("dropped by a replan"), in task order: each one the
     plan does not list and whose dependents (as the replan leaves them: ``deps`` and
-    ``status``, updated as steps are dropped) are all done."""
+    ``status``) are all done, counting the ones dropped, until no more can be (so a chain of
+    failed steps left out goes whatever their order in the task). Updates ``status``."""
     dependents: dict[str, list[str]] = {}
     for name, needs in deps.items():
         for need in needs:
             dependents.setdefault(need, []).append(name)
-    dropped: list[str] = []
-    for step in task.steps:
-        name = step.step_name
-        if status[name] != FAILED or name in listed:
-            continue
-        if all(status[d] in DONE for d in dependents.get(name, ())):
-            status[name] = SKIPPED
-            dropped.append(name)
-    return dropped
+    candidates = [
+        s.step_name
+        for s in task.steps
+        if status[s.step_name] == FAILED and s.step_name not in listed
+    ]
+    dropped: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name in candidates:
+            if name not in dropped and all(status[d] in DONE for d in dependents.get(name, ())):
+                status[name] = SKIPPED
+                dropped.add(name)
+                grew = True
+    return [name for name in candidates if name in dropped]
 
 
 def _refuse_a_stuck_step(
@@ -80,6 +87,7 @@ def _refuse_a_stuck_step(
     status: dict[str, str],
     *,
     sequential: bool,
+    removed: list[str],
 ) -> None:
     """Refuses a replan that would leave a step still to run waiting for ever.
 
@@ -126,11 +134,14 @@ def _refuse_a_stuck_step(
     dead = None if sequential else next((n for n in parent if n not in alive), None)
     if dead is not None:
         via = path_to(dead)
+        if dead in removed:
+            advice = "Keep in the plan the step it would cancel, or skip the step that waits on it"
+        else:
+            advice = f"Skip the failed step {via[-2]!r}, or do not make a step depend on it"
         raise InvalidPlan(
             f"this plan would leave step {via[0]!r} waiting (through {' -> '.join(via)}) on "
             f"cancelled step {dead!r}, which will never run: a history step keeps the "
-            "dependencies it had. Keep in the plan the step it would cancel, or skip the step "
-            "that waits on it",
+            f"dependencies it had. {advice}",
             details={"waiting": via[0], "via": via, "cancelled": dead},
         )
     cycle = find_cycle({name: needs(name) for name in parent})
@@ -209,14 +220,6 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
     status_after.update({r["step_name"]: PENDING for r in added})
     listed = {s.step_name for s in plan.steps}
     dropped = _dropped_failures(task, deps_after, status_after, listed)
-    failing = [s.step_name for s in task.steps if status_after[s.step_name] == FAILED]
-    _refuse_a_stuck_step(
-        deps_after,
-        [spec.step_name for spec in specs] + failing,
-        status_after,
-        sequential=sequential,
-    )
-
     # (A removed step is cancelled first; a failed one the replan drops is still failed here.)
     status_now = {s.step_name: s.status for s in task.steps if s.step_name not in removed}
     status_now.update({r["step_name"]: PENDING for r in added})
@@ -234,6 +237,14 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
                     + ", ".join(map(repr, blocking)),
                     details={"step_name": spec.step_name, "blocking": blocking},
                 )
+    failing = [s.step_name for s in task.steps if status_after[s.step_name] == FAILED]
+    _refuse_a_stuck_step(
+        deps_after,
+        [spec.step_name for spec in specs] + failing,
+        status_after,
+        sequential=sequential,
+        removed=removed,
+    )
 
     diff = {
         "added": [r["step_name"] for r in added],

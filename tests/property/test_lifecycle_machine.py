@@ -305,15 +305,21 @@ class Ref:
                 self.leave(s, "cancelled")
                 diff["removed"].append(name)
         listed = {spec[0] for spec in plan}
-        for name in history:
-            s = self.steps[name]
-            dependents = [o for o in self.steps.values() if name in o.deps]
-            if (
-                s.status == "failed"
-                and name not in listed
-                and all(o.status in FINISHED for o in dependents)
-            ):
-                self.leave(s, "skipped")
+        # A failed step left out is dropped once nothing unfinished depends on it, dropped
+        # ones included (a chain of them goes, whatever their order in the task).
+        dropping = True
+        while dropping:
+            dropping = False
+            for name in [n for n in self.steps if n in history]:
+                s = self.steps[name]
+                dependents = [o for o in self.steps.values() if name in o.deps]
+                if (
+                    s.status == "failed"
+                    and name not in listed
+                    and all(o.status in FINISHED for o in dependents)
+                ):
+                    self.leave(s, "skipped")
+                    dropping = True
         return diff
 
 

@@ -271,3 +271,42 @@ def test_a_graph_replan_may_not_cancel_a_step_a_failed_step_still_to_run_waits_o
     # Keeping x in the plan is fine.
     reply = replan(app, task_id, graph(a=[], x=["a"], g=["f"]))
     assert reply["diff"] == {"added": ["g"], "changed": [], "removed": []}
+
+
+def test_a_chain_of_failed_steps_left_out_is_dropped_whatever_their_order_in_the_task(app):
+    # d waits on c, and both failed while pending; a plan that leaves both out drops both,
+    # whether c comes before d in the task or after it.
+    first = create(app, graph(a=[], x=["a"], c=["x"], d=["c"]))
+    second = create(app, graph(a=[], x=["a"], d=[]))
+    replan(app, second["task_id"], graph(a=[], x=["a"], d=["c"], c=["x"]))
+    for view in (first, app.task_view(second["task_id"])):
+        for name in ("c", "d"):
+            app.handle(c.FailStep(task_id=view["task_id"], step_id=sid(view, name)))
+        reply = replan(app, view["task_id"], graph(a=[], x=["a"]))
+        assert {k: v for k, v in statuses(reply).items() if k in "cd"} == {
+            "c": "skipped",
+            "d": "skipped",
+        }
+
+
+def test_a_refusal_for_a_step_cancelled_before_says_to_skip_the_failed_step(app, rejected):
+    # x was cancelled by an earlier replan while f, which follows it, failed; a graph in which
+    # g waits on f cancels nothing, so the advice is to skip f, not to keep x.
+    view = create(app, seq("a", "x", "f"))
+    task_id = view["task_id"]
+    app.handle(c.FailStep(task_id=task_id, step_id=sid(view, "f")))
+    replan(app, task_id, seq("a", "f", "g"))
+    with rejected(InvalidPlan, 400) as caught:
+        replan(app, task_id, graph(a=[], g=["f"]))
+    assert caught.value.details == {"waiting": "g", "via": ["g", "f", "x"], "cancelled": "x"}
+    assert "Skip the failed step 'f'" in str(caught.value)
+
+
+def test_the_current_step_rule_is_reported_before_a_wait_for_ever(app, rejected):
+    # a (current) listed after the failed g would both wait on an unfinished step and, as g
+    # keeps waiting on a, on a cycle: the older, more specific refusal is the one given.
+    view = create(app, seq("a", "g"))
+    app.handle(c.FailStep(task_id=view["task_id"], step_id=sid(view, "g")))
+    with rejected(InvalidPlan, 400) as caught:
+        replan(app, view["task_id"], seq("g", "a"))
+    assert caught.value.details == {"step_name": "a", "blocking": ["g"]}
