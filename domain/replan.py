@@ -69,15 +69,20 @@ def _dropped_failures(
         for s in task.steps
         if status[s.step_name] == FAILED and s.step_name not in listed
     ]
+    undone = {
+        name: sum(status[d] not in DONE for d in dependents.get(name, ())) for name in candidates
+    }
+    going = [name for name in candidates if not undone[name]]
     dropped: set[str] = set()
-    grew = True
-    while grew:
-        grew = False
-        for name in candidates:
-            if name not in dropped and all(status[d] in DONE for d in dependents.get(name, ())):
-                status[name] = SKIPPED
-                dropped.add(name)
-                grew = True
+    while going:
+        name = going.pop()
+        status[name] = SKIPPED
+        dropped.add(name)
+        for need in deps.get(name, ()):
+            if need in undone and need not in dropped:
+                undone[need] -= 1
+                if not undone[need]:
+                    going.append(need)
     return [name for name in candidates if name in dropped]
 
 
@@ -160,8 +165,9 @@ def _refuse_a_stuck_step(
         advice = "Skip the failed step, or do not make a step depend on one that waits on it"
     raise InvalidPlan(
         f"this plan would leave step {waiting!r} waiting{path} on the dependency cycle "
-        f"{' -> '.join(cycle)}, which can never be satisfied: {rule}, and history steps "
-        f"({', '.join(map(repr, history))}) keep the dependencies they had. {advice}",
+        f"{' -> '.join(cycle)}, which can never be satisfied: {rule}, and the steps on it this "
+        f"plan does not revise ({', '.join(map(repr, history))}) keep the dependencies they "
+        f"had. {advice}",
         details={"waiting": waiting, "via": via, "cycle": cycle, "history": history},
     )
 
@@ -220,7 +226,7 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
     status_after.update({r["step_name"]: PENDING for r in added})
     listed = {s.step_name for s in plan.steps}
     dropped = _dropped_failures(task, deps_after, status_after, listed)
-    # (A removed step is cancelled first; a failed one the replan drops is still failed here.)
+    # The current-step rule looks at the task before the replan's cancels and drops.
     status_now = {s.step_name: s.status for s in task.steps if s.step_name not in removed}
     status_now.update({r["step_name"]: PENDING for r in added})
     for spec in specs:
