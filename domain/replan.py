@@ -226,17 +226,14 @@ def revise_plan(task: Task, plan: Plan) -> dict[str, list[str]]:
     status_after.update({r["step_name"]: PENDING for r in added})
     listed = {s.step_name for s in plan.steps}
     dropped = _dropped_failures(task, deps_after, status_after, listed)
-    # The current-step rule looks at the task before the replan's cancels and drops.
-    status_now = {s.step_name: s.status for s in task.steps if s.step_name not in removed}
-    status_now.update({r["step_name"]: PENDING for r in added})
+    # A current step's dependencies are plan steps or history it keeps waiting on (so not
+    # cancelled or dropped by this replan): their status after it is their status now.
     for spec in specs:
         existing = remaining.get(spec.step_name)
         if existing is not None and existing.status == CURRENT:
-            blocking = [
-                d for d in spec.depends_on if status_now.get(d) not in _SATISFIED_FOR_CURRENT
-            ]
+            blocking = [d for d in spec.depends_on if status_after[d] not in _SATISFIED_FOR_CURRENT]
             if sequential:
-                blocking = [d for d in blocking if status_now.get(d) != CANCELLED]
+                blocking = [d for d in blocking if status_after[d] != CANCELLED]
             if blocking:
                 raise InvalidPlan(
                     f"step {spec.step_name!r} is in progress and cannot depend on unfinished "

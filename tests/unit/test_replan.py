@@ -201,9 +201,8 @@ def test_a_cycle_among_finished_steps_that_nothing_waits_on_does_not_refuse_a_re
     assert app.handle(c.NextStep(task_id=task_id))["status"] == "completed"
 
 
-def test_a_failed_step_the_replan_drops_does_not_count_as_waiting_on_a_cycle(app):
-    # As above, plus a failed step f waiting on h: the sequential plan leaves f out and
-    # nothing waits on f, so the replan drops it (skipped); nothing left waits on h and x.
+def _failed_step_behind_a_cycle(app):
+    """A running task in which h (skipped) and x wait on each other and the failed f on h."""
     view = create(app, graph(a=[], x=["a"], h=["x"], f=["h"]))
     task_id = view["task_id"]
     app.handle(c.SkipStep(task_id=task_id, step_id=sid(view, "h")))
@@ -211,6 +210,13 @@ def test_a_failed_step_the_replan_drops_does_not_count_as_waiting_on_a_cycle(app
     app.handle(c.ClaimStep(task_id=task_id, worker="w"))
     app.handle(c.FailStep(task_id=task_id, step_id=sid(view, "f")))
     replan(app, task_id, graph(a=[], x=["h"], f=["h"]))
+    return task_id
+
+
+def test_a_failed_step_the_replan_drops_does_not_count_as_waiting_on_a_cycle(app):
+    # As above, plus a failed step f waiting on h: the sequential plan leaves f out and
+    # nothing waits on f, so the replan drops it (skipped); nothing left waits on h and x.
+    task_id = _failed_step_behind_a_cycle(app)
     reply = replan(app, task_id, seq("a", "y"))
     assert statuses(reply) == {
         "a": "current",
@@ -224,13 +230,7 @@ def test_a_failed_step_the_replan_drops_does_not_count_as_waiting_on_a_cycle(app
 def test_a_failed_step_that_stays_and_waits_on_a_cycle_refuses_the_replan(app, rejected):
     # The same, but y waits on the failed step: f stays failed, and a retry would make it
     # wait on the cycle of h and x (cancelled by this plan) for ever.
-    view = create(app, graph(a=[], x=["a"], h=["x"], f=["h"]))
-    task_id = view["task_id"]
-    app.handle(c.SkipStep(task_id=task_id, step_id=sid(view, "h")))
-    app.handle(c.ClaimStep(task_id=task_id, worker="w"))
-    app.handle(c.ClaimStep(task_id=task_id, worker="w"))
-    app.handle(c.FailStep(task_id=task_id, step_id=sid(view, "f")))
-    replan(app, task_id, graph(a=[], x=["h"], f=["h"]))
+    task_id = _failed_step_behind_a_cycle(app)
     with rejected(InvalidPlan, 400) as caught:
         replan(app, task_id, seq("a", "f", "y"))
     assert caught.value.details["waiting"] == "y"
